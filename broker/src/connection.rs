@@ -1,0 +1,67 @@
+//! The shared record of one open connection: who it is, when it came, and its outbox.
+//!
+//! Held in the registry and by the connection's own task; the control API reads it to answer
+//! GetConnection and pushes into its outbox. Kept small: idle connections must stay cheap.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::id::ConnectionId;
+use crate::outbox::Outbox;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Connection {
+    /// The id.
+    pub id: ConnectionId,
+    /// The id's text form, cached for events and logs.
+    pub id_text: Box<str>,
+    /// When the upgrade completed, ms since the epoch.
+    pub connected_at_ms: i64,
+    /// Last inbound or outbound data message, ms since the epoch.
+    last_active_ms: AtomicI64,
+    /// Client address of the TCP connection.
+    pub source_ip: IpAddr,
+    /// The client's `User-Agent`, when sent.
+    pub user_agent: Option<Box<str>>,
+    /// `domainName` for events: configured, or the client's `Host`.
+    pub domain_name: Box<str>,
+    /// `context` from the `$connect` response: `requestContext.authorizer` of later events.
+    pub authorizer: Option<Box<serde_json::Value>>,
+    /// Messages waiting to be written to the client.
+    pub outbox: Outbox,
+}
+
+impl Connection {
+    /// A record for a connection that just completed its upgrade.
+    pub fn new(
+        id: ConnectionId,
+        connected_at_ms: i64,
+        source_ip: IpAddr,
+        user_agent: Option<String>,
+        domain_name: String,
+        authorizer: Option<serde_json::Value>,
+    ) -> Self {
+        Connection {
+            id_text: id.to_string().into_boxed_str(),
+            id,
+            connected_at_ms,
+            last_active_ms: AtomicI64::new(connected_at_ms),
+            source_ip,
+            user_agent: user_agent.map(String::into_boxed_str),
+            domain_name: domain_name.into_boxed_str(),
+            authorizer: authorizer.map(Box::new),
+            outbox: Outbox::new(),
+        }
+    }
+
+    /// Records activity now.
+    pub fn touch(&self, now_ms: i64) {
+        self.last_active_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Last activity, ms since the epoch.
+    pub fn last_active_ms(&self) -> i64 {
+        self.last_active_ms.load(Ordering::Relaxed)
+    }
+}

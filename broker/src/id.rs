@@ -1,0 +1,150 @@
+//! Connection ids: URL-safe, unguessable, and routable to their owning node without a lookup.
+//!
+//! Layout (18 bytes, base64url without padding → 24 characters):
+//! `version (1) | node tag (5) | random (12 = 96 bits from the OS CSPRNG)`.
+//! The node tag is the first five bytes of SHA-256 of the node id, so any node can tell which
+//! node owns a connection from the id alone.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::TryRngCore as _;
+use sha2::{Digest, Sha256};
+
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 5;
+const RANDOM_LEN: usize = 12;
+const RAW_LEN: usize = 1 + TAG_LEN + RANDOM_LEN;
+/// Length of an id's text form.
+pub const ENCODED_LEN: usize = 24;
+
+/// Identifies a node inside connection ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeTag([u8; TAG_LEN]);
+
+impl NodeTag {
+    /// The tag of a node id.
+    pub fn of(node_id: &str) -> NodeTag {
+        let digest = Sha256::digest(node_id.as_bytes());
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&digest[..TAG_LEN]);
+        NodeTag(tag)
+    }
+}
+
+impl fmt::Display for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// A connection id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId([u8; RAW_LEN]);
+
+/// Why a text is not a connection id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid connectionId: {0}")]
+pub struct InvalidConnectionId(pub String);
+
+impl ConnectionId {
+    /// A fresh id owned by `node`.
+    ///
+    /// # Errors
+    /// Fails only when the operating system's random source fails.
+    pub fn generate(node: NodeTag) -> Result<ConnectionId, rand::rand_core::OsError> {
+        let mut raw = [0u8; RAW_LEN];
+        raw[0] = VERSION;
+        raw[1..1 + TAG_LEN].copy_from_slice(&node.0);
+        rand::rngs::OsRng.try_fill_bytes(&mut raw[1 + TAG_LEN..])?;
+        Ok(ConnectionId(raw))
+    }
+
+    /// Parses the text form.
+    pub fn parse(text: &str) -> Result<ConnectionId, InvalidConnectionId> {
+        let bad = || InvalidConnectionId(text.chars().take(128).collect());
+        if text.len() != ENCODED_LEN {
+            return Err(bad());
+        }
+        let mut raw = [0u8; RAW_LEN];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(text.as_bytes(), &mut raw)
+            .map_err(|_| bad())?;
+        if n != RAW_LEN || raw[0] != VERSION {
+            return Err(bad());
+        }
+        Ok(ConnectionId(raw))
+    }
+
+    /// The node that owns this connection.
+    pub fn node(&self) -> NodeTag {
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&self.0[1..1 + TAG_LEN]);
+        NodeTag(tag)
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; ENCODED_LEN];
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut buf)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionId({self})")
+    }
+}
+
+/// A random request id (AWS-style, base64 of 12 random bytes), for events and responses.
+pub fn request_id() -> String {
+    let mut raw = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_names_its_node() {
+        let tag = NodeTag::of("node-a");
+        let id = ConnectionId::generate(tag).expect("rng");
+        let text = id.to_string();
+        assert_eq!(text.len(), ENCODED_LEN);
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        let back = ConnectionId::parse(&text).expect("parse");
+        assert_eq!(back, id);
+        assert_eq!(back.node(), tag);
+        assert_ne!(NodeTag::of("node-b"), tag);
+    }
+
+    #[test]
+    fn ids_differ() {
+        let tag = NodeTag::of("n");
+        let a = ConnectionId::generate(tag).expect("rng");
+        let b = ConnectionId::generate(tag).expect("rng");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for bad in [
+            "",
+            "abc",
+            "R0oXAdfD0kwCH6w=",
+            "!!!!!!!!!!!!!!!!!!!!!!!!",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(ConnectionId::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

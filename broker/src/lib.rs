@@ -1,0 +1,34 @@
+//! Gangway's data plane: one node's WebSocket listener, connections, route selection and
+//! integrations.
+//!
+//! Layout (one noun per module):
+//! - [`config`]: the typed, validated configuration (file < environment < flags);
+//! - [`broker`]: the [`Broker`] handle — serve, push, get, delete, shut down;
+//! - `listener`: accept loop, upgrade, `$connect`; `session`: one connection's task;
+//! - `dispatch`: per-connection ordered backend calls; `disconnect`: `$disconnect` delivery;
+//! - [`handshake`]: the HTTP upgrade; [`route`]: route selection expressions;
+//! - [`event`]: AWS-shaped events; [`integration`]: http and mock integrations;
+//! - [`signature`]: webhook signing; [`outbox`]: bounded per-connection send queues;
+//! - [`registry`], [`connection`], [`id`], [`close`], [`metrics`], [`gateway_frame`].
+
+pub mod broker;
+pub mod close;
+pub mod config;
+pub mod connection;
+mod disconnect;
+mod dispatch;
+pub mod event;
+pub mod gateway_frame;
+pub mod handshake;
+pub mod id;
+pub mod integration;
+mod listener;
+pub mod metrics;
+pub mod outbox;
+pub mod registry;
+pub mod route;
+mod session;
+pub mod signature;
+
+pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo};
+pub use config::{Config, ConfigBuilder, ConfigError};

@@ -1,0 +1,290 @@
+//! The public listener: accepts TCP, runs the upgrade and `$connect`, then hands the socket to
+//! its session, and sends `$disconnect` when the session ends.
+//!
+//! Invariant: a connection is in the registry only between a successful `$connect` (101 sent)
+//! and the end of its session, so a push to an id still in `$connect` answers 410, as on AWS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::broker::Shared;
+use crate::connection::Connection;
+use crate::disconnect;
+use crate::event::{build_event, EventKind, EventSource};
+use crate::handshake::{self, UpgradeRequest};
+use crate::id::{request_id, ConnectionId};
+use crate::integration::{Integration, IntegrationError};
+use crate::session;
+
+/// Accepts until the node starts draining.
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let s = Arc::clone(&shared);
+                shared.connections.spawn(handle(s, stream, peer));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::info!("websocket listener stopped accepting");
+}
+
+/// Outcome of the `$connect` step.
+enum ConnectDecision {
+    Accept {
+        subprotocol: Option<String>,
+        authorizer: Option<serde_json::Value>,
+    },
+    Reject {
+        status: u16,
+        message: &'static str,
+        reason: &'static str,
+    },
+}
+
+async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let config = Arc::clone(&shared.config);
+    let limits = &config.limits;
+    let metrics = &shared.metrics;
+    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
+    let (request, leftover) =
+        match handshake::read_request(&mut stream, &config.api.stage, handshake_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics
+                    .handshakes_rejected_total
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                if let Some(status) = e.status() {
+                    let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
+                }
+                tracing::debug!(%peer, error = %e, "upgrade refused");
+                return;
+            }
+        };
+    if shared.registry.len() >= limits.max_connections || shared.shutdown.is_cancelled() {
+        metrics
+            .handshakes_rejected_total
+            .with_label_values(&["capacity"])
+            .inc();
+        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+        return;
+    }
+    let id = match ConnectionId::generate(shared.node_tag) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "random source failed");
+            let _ = handshake::reject(&mut stream, 500, "Internal server error").await;
+            return;
+        }
+    };
+    let id_text = id.to_string();
+    let now = Utc::now();
+    let connected_at_ms = now.timestamp_millis();
+    let domain_name = config
+        .api
+        .domain_name
+        .clone()
+        .or_else(|| request.header("host").map(str::to_string))
+        .unwrap_or_default();
+    let user_agent = request.header("user-agent").map(str::to_string);
+    let source_ip = peer.ip().to_string();
+
+    let decision = run_connect(
+        &shared,
+        &request,
+        EventSource {
+            stage: &config.api.stage,
+            api_id: &config.api.api_id,
+            domain_name: &domain_name,
+            connection_id: &id_text,
+            connected_at_ms,
+            source_ip: &source_ip,
+            user_agent: user_agent.as_deref(),
+            authorizer: None,
+        },
+    )
+    .await;
+    let (subprotocol, authorizer) = match decision {
+        ConnectDecision::Accept {
+            subprotocol,
+            authorizer,
+        } => (subprotocol, authorizer),
+        ConnectDecision::Reject {
+            status,
+            message,
+            reason,
+        } => {
+            metrics
+                .handshakes_rejected_total
+                .with_label_values(&[reason])
+                .inc();
+            let _ = handshake::reject(&mut stream, status, message).await;
+            return;
+        }
+    };
+    if shared.shutdown.is_cancelled() {
+        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+        return;
+    }
+    if let Err(e) = handshake::accept(&mut stream, &request.key, subprotocol.as_deref()).await {
+        tracing::debug!(%peer, error = %e, "client left during upgrade");
+        return;
+    }
+
+    let conn = Arc::new(Connection::new(
+        id,
+        Utc::now().timestamp_millis(),
+        peer.ip(),
+        user_agent,
+        domain_name,
+        authorizer,
+    ));
+    shared.registry.insert(Arc::clone(&conn));
+    metrics.connections.inc();
+    metrics.connections_opened_total.inc();
+    tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
+
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        leftover,
+        Role::Server,
+        Some(shared.ws_config),
+    )
+    .await;
+    let ended = session::run(Arc::clone(&shared), Arc::clone(&conn), ws).await;
+
+    shared.registry.remove(&conn.id);
+    let discarded = conn.outbox.close();
+    if discarded > 0 {
+        metrics
+            .outbound_dropped_total
+            .with_label_values(&["connection_closed"])
+            .inc_by(discarded as u64);
+    }
+    metrics.connections.dec();
+    metrics
+        .connections_closed_total
+        .with_label_values(&[ended.label])
+        .inc();
+    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = %ended.reason, "disconnected");
+    disconnect::schedule(&shared, conn, ended.code, ended.reason, ended.dispatcher);
+}
+
+async fn run_connect(
+    shared: &Shared,
+    request: &UpgradeRequest,
+    source: EventSource<'_>,
+) -> ConnectDecision {
+    let Some(route) = shared.integrations.route("$connect") else {
+        return ConnectDecision::Accept {
+            subprotocol: None,
+            authorizer: None,
+        };
+    };
+    let response = match &route.integration {
+        Integration::Mock { response } => {
+            return ConnectDecision::Accept {
+                subprotocol: None,
+                authorizer: response.as_deref().and_then(parse_context),
+            }
+        }
+        Integration::Http { url, timeout } => {
+            let rid = request_id();
+            let event = build_event(
+                &source,
+                &EventKind::Connect {
+                    headers: &request.headers,
+                    query: &request.query,
+                },
+                &rid,
+                Utc::now(),
+            );
+            shared
+                .integrations
+                .call_http(
+                    "$connect",
+                    url,
+                    *timeout,
+                    source.connection_id,
+                    "CONNECT",
+                    event,
+                )
+                .await
+        }
+    };
+    match response {
+        Ok(r) if r.is_success() => ConnectDecision::Accept {
+            subprotocol: r.subprotocol,
+            authorizer: parse_context(&r.body),
+        },
+        Ok(r) => ConnectDecision::Reject {
+            status: if (400..600).contains(&r.status) {
+                r.status
+            } else {
+                502
+            },
+            message: handshake::reason_phrase(r.status),
+            reason: "connect_rejected",
+        },
+        Err(e) => {
+            tracing::warn!(connection_id = source.connection_id, error = %e, "$connect integration failed");
+            match e {
+                IntegrationError::Timeout(_) => ConnectDecision::Reject {
+                    status: 504,
+                    message: "Gateway Timeout",
+                    reason: "connect_timeout",
+                },
+                _ => ConnectDecision::Reject {
+                    status: 502,
+                    message: "Bad Gateway",
+                    reason: "connect_failed",
+                },
+            }
+        }
+    }
+}
+
+/// The `context` object of a `$connect` response body, if it has one.
+fn parse_context(body: &[u8]) -> Option<serde_json::Value> {
+    if body.is_empty() {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.get("context") {
+        Some(ctx @ serde_json::Value::Object(_)) => Some(ctx.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_context;
+
+    #[test]
+    fn context_is_read_from_json_bodies_only() {
+        assert_eq!(
+            parse_context(br#"{"context":{"user":"u1"},"channels":["a"]}"#),
+            Some(serde_json::json!({"user":"u1"}))
+        );
+        assert_eq!(parse_context(b"ok"), None);
+        assert_eq!(parse_context(br#"{"context":"str"}"#), None);
+        assert_eq!(parse_context(b""), None);
+    }
+}

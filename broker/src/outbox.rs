@@ -1,0 +1,191 @@
+//! A connection's outbound queue: bounded in bytes, never awaited by a producer.
+//!
+//! Producers (route responses, control-API pushes) call [`Outbox::push`], which either queues
+//! the message or says why not at once — a publisher never waits on a slow client. The
+//! connection task drains everything queued in one go and writes it with a single flush, so
+//! frames waiting for one connection leave in one write. An empty outbox holds no heap memory.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::SlowConsumerPolicy;
+
+/// A request to close the connection, with the code and reason to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Close reason (at most 123 bytes).
+    pub reason: String,
+}
+
+/// The result of offering a message to an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued for the client.
+    Queued,
+    /// The queue is full: the message was dropped (and, by policy, the connection is closing).
+    Full,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Message>,
+    bytes: usize,
+    close: Option<CloseRequest>,
+    closed: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outbox {
+    /// An empty outbox (no allocation).
+    pub fn new() -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the queue itself stays consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `message` unless that would pass `max_bytes`; on overflow applies `policy`.
+    pub fn push(
+        &self,
+        message: Message,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> PushOutcome {
+        let size = message.len();
+        let mut s = self.lock();
+        if s.closed || s.close.is_some() {
+            return PushOutcome::Closed;
+        }
+        if s.bytes + size > max_bytes {
+            if policy == SlowConsumerPolicy::Disconnect {
+                s.close = Some(CloseRequest {
+                    code: crate::close::SLOW_CONSUMER,
+                    reason: "slow consumer".into(),
+                });
+                drop(s);
+                self.notify.notify_one();
+            }
+            return PushOutcome::Full;
+        }
+        s.bytes += size;
+        s.frames.push_back(message);
+        drop(s);
+        self.notify.notify_one();
+        PushOutcome::Queued
+    }
+
+    /// Asks the connection to close with `code` and `reason`. The first request wins.
+    /// Returns false when the connection was already closing.
+    pub fn request_close(&self, code: u16, reason: &str) -> bool {
+        let mut s = self.lock();
+        if s.closed || s.close.is_some() {
+            return false;
+        }
+        s.close = Some(CloseRequest {
+            code,
+            reason: reason.to_string(),
+        });
+        drop(s);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Takes every queued message into `out`, and the close request if one is pending.
+    pub fn drain(&self, out: &mut Vec<Message>) -> Option<CloseRequest> {
+        let mut s = self.lock();
+        out.extend(s.frames.drain(..));
+        s.bytes = 0;
+        if s.frames.capacity() > 64 {
+            // Give back memory a burst left behind: idle connections stay small.
+            s.frames = VecDeque::new();
+        }
+        s.close.clone()
+    }
+
+    /// Marks the outbox closed for good: later pushes answer [`PushOutcome::Closed`].
+    /// Returns how many queued messages were discarded.
+    pub fn close(&self) -> usize {
+        let mut s = self.lock();
+        s.closed = true;
+        let n = s.frames.len();
+        s.frames = VecDeque::new();
+        s.bytes = 0;
+        n
+    }
+
+    /// Bytes currently queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Waits until something was pushed or a close was requested since the last wait.
+    pub async fn wait(&self) {
+        self.notify.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_in_bytes_with_disconnect_policy() {
+        let o = Outbox::new();
+        let d = SlowConsumerPolicy::Disconnect;
+        assert_eq!(o.push(Message::text("12345"), 8, d), PushOutcome::Queued);
+        assert_eq!(o.push(Message::text("12345"), 8, d), PushOutcome::Full);
+        // Now closing: further pushes are refused.
+        assert_eq!(o.push(Message::text("1"), 8, d), PushOutcome::Closed);
+        let mut out = Vec::new();
+        let close = o.drain(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(close.map(|c| c.code), Some(crate::close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn drop_policy_keeps_the_connection() {
+        let o = Outbox::new();
+        let p = SlowConsumerPolicy::Drop;
+        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Queued);
+        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Full);
+        let mut out = Vec::new();
+        assert!(o.drain(&mut out).is_none());
+        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Queued);
+        assert_eq!(o.queued_bytes(), 5);
+    }
+
+    #[test]
+    fn closed_outbox_refuses() {
+        let o = Outbox::new();
+        assert!(o.request_close(1000, "bye"));
+        assert!(!o.request_close(1001, "again"));
+        assert_eq!(
+            o.push(Message::text("x"), 8, SlowConsumerPolicy::Drop),
+            PushOutcome::Closed
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Which connections this node holds: a sharded map from id to record.
+//!
+//! Sharded (dashmap), so pushes to different connections never contend on one lock.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::connection::Connection;
+use crate::id::ConnectionId;
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: DashMap<ConnectionId, Arc<Connection>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an open connection.
+    pub fn insert(&self, conn: Arc<Connection>) {
+        self.map.insert(conn.id, conn);
+    }
+
+    /// Removes a connection that ended.
+    pub fn remove(&self, id: &ConnectionId) -> Option<Arc<Connection>> {
+        self.map.remove(id).map(|(_, c)| c)
+    }
+
+    /// The record of an open connection.
+    pub fn get(&self, id: &ConnectionId) -> Option<Arc<Connection>> {
+        self.map.get(id).map(|c| Arc::clone(c.value()))
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Calls `f` for every open connection (snapshot per shard; no lock held across calls
+    /// into other shards).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Connection>)) {
+        for entry in self.map.iter() {
+            f(entry.value());
+        }
+    }
+}

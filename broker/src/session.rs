@@ -1,0 +1,436 @@
+//! One connection's task: reads frames, writes its outbox, keeps its timers.
+//!
+//! Invariants:
+//! - one task per connection, plus a dispatcher task only once the connection sends a message
+//!   that needs a backend, so idle connections cost one small future;
+//! - the task never awaits a backend: messages for `http` routes go to the dispatcher through a
+//!   bounded queue; when that queue is full, reading pauses (TCP backpressure) but writes and
+//!   timers go on;
+//! - everything queued in the outbox leaves in one flush (frames coalesce into one write);
+//! - a write that cannot finish within [`WRITE_TIMEOUT`] closes the connection as a slow consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::broker::{deliver, Shared};
+use crate::close;
+use crate::connection::Connection;
+use crate::dispatch::{self, Inbound};
+use crate::gateway_frame;
+use crate::integration::Integration;
+use crate::route::{select_route, RouteChoice};
+
+/// Longest a single flush to a client may take before it counts as a slow consumer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's answer to our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How a session ended: what `$disconnect` reports.
+pub(crate) struct Ended {
+    pub(crate) code: u16,
+    pub(crate) reason: String,
+    /// Metric label for `gangway_connections_closed_total`.
+    pub(crate) label: &'static str,
+    /// The dispatcher, if one ran: `$disconnect` waits for it so the backend sees every
+    /// MESSAGE before the DISCONNECT.
+    pub(crate) dispatcher: Option<JoinHandle<()>>,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+    dispatcher: Option<(mpsc::Sender<Inbound>, JoinHandle<()>)>,
+    /// A message waiting for room in the dispatcher's queue; reading pauses meanwhile.
+    pending: Option<Inbound>,
+    last_data: Instant,
+    last_heard: Instant,
+    last_ping: Instant,
+    max_deadline: Instant,
+    /// Rate limiter: start of the current one-second window and messages in it.
+    window_start: Instant,
+    window_count: u32,
+}
+
+/// What the read side decided.
+enum Step {
+    Continue,
+    End(u16, String, &'static str),
+    /// Close with this code and reason (we initiate).
+    Close(u16, &'static str, &'static str),
+}
+
+/// Runs the session to its end.
+pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Ws) -> Ended {
+    let now = Instant::now();
+    let limits = &shared.config.limits;
+    let mut s = Session {
+        max_deadline: now + Duration::from_secs(limits.max_connection_secs),
+        shared: Arc::clone(&shared),
+        conn,
+        dispatcher: None,
+        pending: None,
+        last_data: now,
+        last_heard: now,
+        last_ping: now,
+        window_start: now,
+        window_count: 0,
+    };
+    let (code, reason, label) = s.drive(&mut ws).await;
+    Ended {
+        code,
+        reason,
+        label,
+        dispatcher: s.dispatcher.map(|(_, handle)| handle),
+    }
+}
+
+impl Session {
+    async fn drive(&mut self, ws: &mut Ws) -> (u16, String, &'static str) {
+        let mut batch: Vec<Message> = Vec::new();
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => {
+                    Step::Close(close::GOING_AWAY, "Server shutting down", "shutdown")
+                }
+                _ = self.conn.outbox.wait() => {
+                    let close_request = self.conn.outbox.drain(&mut batch);
+                    if !batch.is_empty() {
+                        if let Err(step) = self.write_batch(ws, &mut batch).await {
+                            return self.finish(ws, step).await;
+                        }
+                    }
+                    match close_request {
+                        Some(c) if c.code == close::SLOW_CONSUMER => {
+                            self.shared.metrics.outbound_dropped_total
+                                .with_label_values(&["slow_consumer"]).inc();
+                            tracing::warn!(connection_id = %self.conn.id_text, "slow consumer: disconnecting");
+                            return self.close_with(ws, c.code, c.reason, "slow_consumer").await;
+                        }
+                        Some(c) => return self.close_with(ws, c.code, c.reason, "deleted").await,
+                        None => Step::Continue,
+                    }
+                }
+                _ = has_room(self.dispatcher.as_ref().map(|(tx, _)| tx)), if self.pending.is_some() => {
+                    // This task is the queue's only sender, so the room it saw is still there.
+                    if let (Some((tx, _)), Some(inbound)) = (&self.dispatcher, self.pending.take()) {
+                        if let Err(mpsc::error::TrySendError::Full(inbound)) = tx.try_send(inbound) {
+                            self.pending = Some(inbound);
+                        }
+                    }
+                    Step::Continue
+                }
+                frame = ws.next(), if self.pending.is_none() => self.on_frame(frame),
+                _ = &mut timer => self.on_timer(ws).await,
+            };
+            match step {
+                Step::Continue => {}
+                Step::End(code, reason, label) => {
+                    // The peer closed or vanished; answer a close frame if one is owed.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                    return (code, reason, label);
+                }
+                Step::Close(code, reason, label) => {
+                    return self.close_with(ws, code, reason.to_string(), label).await;
+                }
+            }
+            timer.as_mut().reset(self.next_deadline());
+        }
+    }
+
+    async fn finish(&mut self, ws: &mut Ws, step: Step) -> (u16, String, &'static str) {
+        match step {
+            Step::End(code, reason, label) => (code, reason, label),
+            Step::Close(code, reason, label) => {
+                self.close_with(ws, code, reason.to_string(), label).await
+            }
+            Step::Continue => (close::ABNORMAL, String::new(), "error"),
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let limits = &self.shared.config.limits;
+        let mut next = self
+            .max_deadline
+            .min(self.last_data + Duration::from_secs(limits.idle_timeout_secs));
+        if limits.ping_interval_secs > 0 {
+            next = next.min(self.last_ping + Duration::from_secs(limits.ping_interval_secs));
+        }
+        next
+    }
+
+    async fn on_timer(&mut self, ws: &mut Ws) -> Step {
+        let now = Instant::now();
+        let limits = &self.shared.config.limits;
+        if now >= self.max_deadline {
+            return Step::Close(
+                close::GOING_AWAY,
+                "Connection duration limit reached",
+                "max_duration",
+            );
+        }
+        if now >= self.last_data + Duration::from_secs(limits.idle_timeout_secs) {
+            return Step::Close(close::GOING_AWAY, "Idle timeout", "idle");
+        }
+        if limits.ping_interval_secs > 0 {
+            let interval = Duration::from_secs(limits.ping_interval_secs);
+            if now >= self.last_heard + 2 * interval {
+                return Step::End(close::ABNORMAL, "Ping timeout".into(), "ping_timeout");
+            }
+            if now >= self.last_ping + interval {
+                self.last_ping = now;
+                let sent =
+                    tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return Step::End(close::ABNORMAL, "Connection lost".into(), "error");
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Message>) -> Result<(), Step> {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+            for m in batch.drain(..) {
+                ws.feed(m).await?;
+            }
+            ws.flush().await
+        })
+        .await;
+        batch.clear();
+        if batch.capacity() > 64 {
+            *batch = Vec::new();
+        }
+        match written {
+            Ok(Ok(())) => {
+                let now = Instant::now();
+                self.last_data = now;
+                self.conn.touch(Utc::now().timestamp_millis());
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Step::End(
+                close::ABNORMAL,
+                "Connection lost".into(),
+                "error",
+            )),
+            Err(_) => {
+                self.shared
+                    .metrics
+                    .outbound_dropped_total
+                    .with_label_values(&["write_timeout"])
+                    .inc();
+                Err(Step::End(
+                    close::SLOW_CONSUMER,
+                    "slow consumer".into(),
+                    "slow_consumer",
+                ))
+            }
+        }
+    }
+
+    /// Sends a close frame, waits briefly for the peer's answer, and reports `code`/`reason`.
+    async fn close_with(
+        &mut self,
+        ws: &mut Ws,
+        code: u16,
+        reason: String,
+        label: &'static str,
+    ) -> (u16, String, &'static str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.clone().into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if ws.close(Some(frame)).await.is_ok() {
+                // Read until the peer's close frame (or the end of the stream).
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        (code, reason, label)
+    }
+
+    fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Step {
+        let now = Instant::now();
+        self.last_heard = now;
+        let message = match frame {
+            None => {
+                return Step::End(
+                    close::ABNORMAL,
+                    "Connection closed abnormally".into(),
+                    "lost",
+                )
+            }
+            Some(Err(e)) => return self.on_read_error(e),
+            Some(Ok(m)) => m,
+        };
+        match message {
+            Message::Text(text) => {
+                self.last_data = now;
+                self.on_data(Some(text.as_str()), Message::Text(text.clone()))
+            }
+            Message::Binary(data) => {
+                self.last_data = now;
+                if self.shared.config.limits.reject_binary_frames {
+                    return Step::Close(
+                        close::UNSUPPORTED_DATA,
+                        "Binary frames are not supported",
+                        "binary_rejected",
+                    );
+                }
+                self.on_data(None, Message::Binary(data))
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Step::Continue,
+            Message::Close(frame) => {
+                let (code, reason) = match frame {
+                    Some(f) => (u16::from(f.code), f.reason.to_string()),
+                    None => (
+                        close::NO_STATUS,
+                        "Client-side close frame status not set".into(),
+                    ),
+                };
+                Step::End(code, reason, "client")
+            }
+        }
+    }
+
+    fn on_read_error(&mut self, e: WsError) -> Step {
+        match e {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                Step::Close(close::MESSAGE_TOO_BIG, "Message too big", "too_big")
+            }
+            WsError::Capacity(_) => {
+                Step::Close(close::MESSAGE_TOO_BIG, "Message too big", "too_big")
+            }
+            WsError::Utf8(_) => Step::Close(
+                close::INVALID_PAYLOAD,
+                "Invalid UTF-8 in text frame",
+                "invalid_utf8",
+            ),
+            WsError::Protocol(p) => {
+                tracing::debug!(connection_id = %self.conn.id_text, error = %p, "protocol error");
+                Step::Close(close::PROTOCOL_ERROR, "Protocol error", "protocol_error")
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => Step::End(
+                close::ABNORMAL,
+                "Connection closed abnormally".into(),
+                "lost",
+            ),
+            other => {
+                tracing::debug!(connection_id = %self.conn.id_text, error = %other, "read error");
+                Step::End(
+                    close::ABNORMAL,
+                    "Connection closed abnormally".into(),
+                    "lost",
+                )
+            }
+        }
+    }
+
+    /// A data message: rate limit, route, then answer inline (mock, Forbidden) or hand to the
+    /// dispatcher (http).
+    fn on_data(&mut self, text: Option<&str>, message: Message) -> Step {
+        let shared = Arc::clone(&self.shared);
+        let limits = &shared.config.limits;
+        self.conn.touch(Utc::now().timestamp_millis());
+        if limits.inbound_messages_per_sec > 0 {
+            let now = Instant::now();
+            if now >= self.window_start + Duration::from_secs(1) {
+                self.window_start = now;
+                self.window_count = 0;
+            }
+            self.window_count += 1;
+            if self.window_count > limits.inbound_messages_per_sec {
+                shared
+                    .metrics
+                    .messages_received_total
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                let frame = gateway_frame::error("Too many requests", &self.conn.id_text);
+                let _ = deliver(&shared, &self.conn, frame, "gateway");
+                return Step::Continue;
+            }
+        }
+        let choice = select_route(&shared.config.api.route_selection_expression, text, |k| {
+            shared.integrations.has_route(k)
+        });
+        let route_key = match choice {
+            RouteChoice::Forbidden => {
+                shared
+                    .metrics
+                    .messages_received_total
+                    .with_label_values(&["forbidden"])
+                    .inc();
+                let frame = gateway_frame::error("Forbidden", &self.conn.id_text);
+                let _ = deliver(&shared, &self.conn, frame, "gateway");
+                return Step::Continue;
+            }
+            RouteChoice::Route(key) => key,
+        };
+        shared
+            .metrics
+            .messages_received_total
+            .with_label_values(&[&route_key])
+            .inc();
+        let Some(route) = shared.integrations.route(&route_key) else {
+            return Step::Continue;
+        };
+        match &route.integration {
+            Integration::Mock { response } => {
+                let reply = match response {
+                    Some(fixed) => crate::broker::frame_for(fixed.clone()),
+                    None => message,
+                };
+                let _ = deliver(&shared, &self.conn, reply, "route");
+            }
+            Integration::Http { .. } => {
+                let inbound = Inbound {
+                    route: route.clone(),
+                    message,
+                };
+                let tx = match &self.dispatcher {
+                    Some((tx, _)) => tx.clone(),
+                    None => {
+                        let (tx, handle) =
+                            dispatch::spawn(Arc::clone(&shared), Arc::clone(&self.conn));
+                        self.dispatcher = Some((tx.clone(), handle));
+                        tx
+                    }
+                };
+                if let Err(mpsc::error::TrySendError::Full(inbound)) = tx.try_send(inbound) {
+                    self.pending = Some(inbound);
+                }
+            }
+        }
+        Step::Continue
+    }
+}
+
+/// Waits until the dispatcher's queue has room (or is closed); never resolves without one.
+async fn has_room(tx: Option<&mpsc::Sender<Inbound>>) {
+    match tx {
+        Some(tx) => drop(tx.reserve().await),
+        None => std::future::pending().await,
+    }
+}

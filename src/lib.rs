@@ -1,0 +1,118 @@
+//! Wiring of a Gangway node: binds both listeners, starts the broker and the control API, and
+//! stops them in order. The `gangway` binary and the integration tests both start nodes here.
+
+use std::net::SocketAddr;
+
+use gangway_broker::{Broker, BrokerError, Config};
+use gangway_control_api::ServerOptions;
+use tokio::task::JoinHandle;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The broker could not be built.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A listener could not be bound.
+    #[error("cannot bind the {which} listener on {addr}: {source}")]
+    Bind {
+        /// `websocket` or `control`.
+        which: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started node.
+pub struct Node {
+    /// The broker (data plane) handle.
+    pub broker: Broker,
+    /// Where WebSocket clients connect.
+    pub websocket_addr: SocketAddr,
+    /// Where the control API listens.
+    pub control_addr: SocketAddr,
+    control: actix_web::dev::ServerHandle,
+    control_task: JoinHandle<std::io::Result<()>>,
+    broker_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("websocket_addr", &self.websocket_addr)
+            .field("control_addr", &self.control_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds `config.listen.*` (port 0 picks a free port) and starts serving.
+    ///
+    /// # Errors
+    /// Fails when a listener cannot be bound or the broker cannot be built.
+    pub async fn start(config: Config) -> Result<Node, StartError> {
+        let ws_addr = config.listen.websocket;
+        let control_addr = config.listen.control;
+        let ws_listener = tokio::net::TcpListener::bind(ws_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                which: "websocket",
+                addr: ws_addr,
+                source,
+            })?;
+        let control_listener =
+            std::net::TcpListener::bind(control_addr).map_err(|source| StartError::Bind {
+                which: "control",
+                addr: control_addr,
+                source,
+            })?;
+        let bound = |l: std::io::Result<SocketAddr>, which, addr| {
+            l.map_err(|source| StartError::Bind {
+                which,
+                addr,
+                source,
+            })
+        };
+        let websocket_addr = bound(ws_listener.local_addr(), "websocket", ws_addr)?;
+        let control_local = bound(control_listener.local_addr(), "control", control_addr)?;
+        let broker = Broker::new(config)?;
+        let server =
+            gangway_control_api::serve(broker.clone(), control_listener, ServerOptions::default())
+                .map_err(|source| StartError::Bind {
+                    which: "control",
+                    addr: control_addr,
+                    source,
+                })?;
+        let control = server.handle();
+        let control_task = tokio::spawn(server);
+        let b = broker.clone();
+        let broker_task = tokio::spawn(async move { b.serve(ws_listener).await });
+        tracing::info!(
+            websocket = %websocket_addr,
+            control = %control_local,
+            node_id = broker.node_id(),
+            stage = %broker.config().api.stage,
+            "gangway node started"
+        );
+        Ok(Node {
+            broker,
+            websocket_addr,
+            control_addr: control_local,
+            control,
+            control_task,
+            broker_task,
+        })
+    }
+
+    /// Drains: stop accepting, close clients with 1001, deliver their `$disconnect` events,
+    /// then stop the control API.
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+        let _ = self.broker_task.await;
+        self.control.stop(true).await;
+        let _ = self.control_task.await;
+        tracing::info!("gangway node stopped");
+    }
+}
