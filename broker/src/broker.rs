@@ -179,6 +179,15 @@ impl Broker {
         self.shared.registry.len()
     }
 
+    /// Ids of the connections open on this node (a snapshot; for operators and tests).
+    pub fn connection_ids(&self) -> Vec<String> {
+        let mut ids = Vec::with_capacity(self.shared.registry.len());
+        self.shared
+            .registry
+            .for_each(|c| ids.push(c.id_text.to_string()));
+        ids
+    }
+
     /// True once draining started.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()

@@ -103,6 +103,8 @@ pub struct LimitsConfig {
     pub send_queue_max_bytes: usize,
     /// What to do when that queue is full.
     pub slow_consumer_policy: SlowConsumerPolicy,
+    /// A write to a client that takes longer than this closes it as a slow consumer, seconds.
+    pub write_timeout_secs: u64,
     /// Most connections this node holds; further upgrades get 503.
     pub max_connections: usize,
     /// Server ping period, seconds; a peer silent for two periods is closed. 0 turns pings off.
@@ -420,6 +422,7 @@ impl Config {
                     SlowConsumerPolicy::Disconnect
                 }
             },
+            write_timeout_secs: r.uint("write_timeout_secs", 10, 1, 3_600),
             max_connections: r.uint("max_connections", 100_000, 1, u32::MAX as u64) as usize,
             ping_interval_secs: r.uint("ping_interval_secs", 30, 0, 86_400),
             handshake_timeout_secs: r.uint("handshake_timeout_secs", 10, 1, 3_600),

@@ -150,7 +150,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
 
     let conn = Arc::new(Connection::new(
         id,
-        Utc::now().timestamp_millis(),
+        connected_at_ms,
         peer.ip(),
         user_agent,
         domain_name,

@@ -7,7 +7,7 @@
 //!   bounded queue; when that queue is full, reading pauses (TCP backpressure) but writes and
 //!   timers go on;
 //! - everything queued in the outbox leaves in one flush (frames coalesce into one write);
-//! - a write that cannot finish within [`WRITE_TIMEOUT`] closes the connection as a slow consumer.
+//! - a write that cannot finish within `write_timeout_secs` closes the connection as a slow consumer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,8 +33,6 @@ use crate::gateway_frame;
 use crate::integration::Integration;
 use crate::route::{select_route, RouteChoice};
 
-/// Longest a single flush to a client may take before it counts as a slow consumer.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -196,8 +194,9 @@ impl Session {
             }
             if now >= self.last_ping + interval {
                 self.last_ping = now;
+                let write_timeout = Duration::from_secs(limits.write_timeout_secs);
                 let sent =
-                    tokio::time::timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Bytes::new()))).await;
+                    tokio::time::timeout(write_timeout, ws.send(Message::Ping(Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return Step::End(close::ABNORMAL, "Connection lost".into(), "error");
                 }
@@ -207,7 +206,8 @@ impl Session {
     }
 
     async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Message>) -> Result<(), Step> {
-        let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
+        let written = tokio::time::timeout(write_timeout, async {
             for m in batch.drain(..) {
                 ws.feed(m).await?;
             }
@@ -327,6 +327,11 @@ impl Session {
                 close::INVALID_PAYLOAD,
                 "Invalid UTF-8 in text frame",
                 "invalid_utf8",
+            ),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Step::End(
+                close::ABNORMAL,
+                "Connection closed abnormally".into(),
+                "lost",
             ),
             WsError::Protocol(p) => {
                 tracing::debug!(connection_id = %self.conn.id_text, error = %p, "protocol error");

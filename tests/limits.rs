@@ -1,0 +1,273 @@
+//! Limits and bad input on the WebSocket side: sizes, UTF-8, timeouts, liveness, capacity,
+//! malformed upgrades, rate limits.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const ECHO: &str = "[routes.\"$default\"]\nintegration = \"mock\"\n";
+
+/// Opens a raw socket and completes the upgrade by hand.
+async fn raw_upgrade(node: &gangway::Node) -> TcpStream {
+    let mut s = TcpStream::connect(node.websocket_addr).await.expect("tcp");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads an HTTP response head.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A masked client frame.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn read_close_code(s: &mut TcpStream) -> u16 {
+    loop {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut head))
+            .await
+            .expect("in time")
+            .expect("frame");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.expect("len");
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.expect("len");
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.expect("payload");
+        if head[0] & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversize_message_and_frame_close_1009() {
+    let node = node(&format!(
+        "{ECHO}[limits]\nmax_message_bytes = 2048\nmax_frame_bytes = 1024\n"
+    ))
+    .await;
+    // One frame over max_frame_bytes.
+    let mut s = raw_upgrade(&node).await;
+    s.write_all(&frame(0x1, true, &[b'a'; 1025]))
+        .await
+        .expect("write");
+    assert_eq!(read_close_code(&mut s).await, 1009);
+    // Fragments each under the frame limit, together over the message limit.
+    let mut s = raw_upgrade(&node).await;
+    s.write_all(&frame(0x1, false, &[b'a'; 1000]))
+        .await
+        .expect("write");
+    s.write_all(&frame(0x0, false, &[b'a'; 1000]))
+        .await
+        .expect("write");
+    s.write_all(&frame(0x0, true, &[b'a'; 1000]))
+        .await
+        .expect("write");
+    assert_eq!(read_close_code(&mut s).await, 1009);
+    // At the limits, fine.
+    let mut ws = connect(&node).await;
+    send_text(&mut ws, &"b".repeat(1024)).await;
+    assert_eq!(next_message(&mut ws).await.len(), 1024);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_1007() {
+    let node = node(ECHO).await;
+    let mut s = raw_upgrade(&node).await;
+    s.write_all(&frame(
+        0x1,
+        true,
+        &[
+            0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80,
+        ],
+    ))
+    .await
+    .expect("write");
+    assert_eq!(read_close_code(&mut s).await, 1007);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_close_1002() {
+    let node = node(ECHO).await;
+    let mut s = raw_upgrade(&node).await;
+    // Reserved opcode 0x3.
+    s.write_all(&frame(0x3, true, b"x")).await.expect("write");
+    assert_eq!(read_close_code(&mut s).await, 1002);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_frames_can_be_rejected_with_1003() {
+    let node = node(&format!("{ECHO}[limits]\nreject_binary_frames = true\n")).await;
+    let mut ws = connect(&node).await;
+    ws.send(Message::binary(vec![1u8])).await.expect("send");
+    assert_eq!(expect_close(&mut ws).await.0, 1003);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_and_duration_limits_close_1001() {
+    let node1 = node(&format!("{ECHO}[limits]\nidle_timeout_secs = 1\n")).await;
+    let mut ws = connect(&node1).await;
+    let started = std::time::Instant::now();
+    assert_eq!(expect_close(&mut ws).await, (1001, "Idle timeout".into()));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let node2 = node(&format!("{ECHO}[limits]\nmax_connection_secs = 1\n")).await;
+    let mut ws = connect(&node2).await;
+    // Activity does not extend the maximum duration.
+    send_text(&mut ws, "keep").await;
+    assert_eq!(next_message(&mut ws).await, Message::text("keep"));
+    let (code, reason) = expect_close(&mut ws).await;
+    assert_eq!(code, 1001);
+    assert!(reason.contains("duration"), "{reason}");
+    node1.shutdown().await;
+    node2.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_peers_are_dropped_by_ping_liveness() {
+    let backend = Backend::start().await;
+    let node = node(&format!(
+        "{ECHO}[routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n[limits]\nping_interval_secs = 1\n",
+        backend.url("/disconnect")
+    ))
+    .await;
+    // A raw client that never answers pings.
+    let _s = raw_upgrade(&node).await;
+    // A real client answers pings (tungstenite does while reading) and stays.
+    let mut alive = connect(&node).await;
+    let reader = tokio::spawn(async move {
+        // Keep reading so pongs go out; stop after 4 s.
+        let _ = tokio::time::timeout(Duration::from_secs(4), next_message(&mut alive)).await;
+        alive
+    });
+    let d = backend.wait_event("DISCONNECT", 1).await;
+    assert_eq!(d.event["requestContext"]["disconnectStatusCode"], 1006);
+    assert_eq!(
+        d.event["requestContext"]["disconnectReason"],
+        "Ping timeout"
+    );
+    let _alive = reader.await.expect("join");
+    assert_eq!(
+        node.broker.connection_count(),
+        1,
+        "the responsive client stays"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_connections_answers_503() {
+    let node = node(&format!("{ECHO}[limits]\nmax_connections = 2\n")).await;
+    let _a = connect(&node).await;
+    let _b = connect(&node).await;
+    eventually("two registered", || node.broker.connection_count() == 2).await;
+    match tokio_tungstenite::connect_async(ws_url(&node, "/")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_upgrades_get_http_errors() {
+    let node = node(ECHO).await;
+    let cases: [(&[u8], &str); 5] = [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        (b"GET /elsewhere HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "404"),
+        (b"GET /prod HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n", "426"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "405"),
+        (b"\x16\x03\x01garbage\r\n\r\n", "400"),
+    ];
+    for (request, status) in cases {
+        let mut s = TcpStream::connect(node.websocket_addr).await.expect("tcp");
+        s.write_all(request).await.expect("write");
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+    }
+    // The stage path upgrades.
+    let (_ws, _) = tokio_tungstenite::connect_async(ws_url(&node, "/prod"))
+        .await
+        .expect("stage path");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn inbound_rate_limit_answers_with_an_error_frame() {
+    let node = node(&format!("{ECHO}[limits]\ninbound_messages_per_sec = 3\n")).await;
+    let mut ws = connect(&node).await;
+    for i in 0..5 {
+        send_text(&mut ws, &format!("m{i}")).await;
+    }
+    let mut echoed = 0;
+    let mut limited = 0;
+    for _ in 0..5 {
+        match next_message(&mut ws).await {
+            Message::Text(t) if t.starts_with('m') => echoed += 1,
+            Message::Text(t) => {
+                let j: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+                assert_eq!(j["message"], "Too many requests");
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((echoed, limited), (3, 2));
+    node.shutdown().await;
+}
