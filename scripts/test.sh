@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole Gangway test suite, runnable on a fresh Debian machine with a Rust toolchain:
+#   1. installs what the tests need and the machine lacks (python3 venv support);
+#   2. runs every Rust test (unit and integration: real nodes, clients and backends on 127.0.0.1:0);
+#   3. runs the Autobahn WebSocket conformance cases against a real node (scripts/autobahn.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+cargo build --workspace --bins
+cargo test --workspace
+scripts/autobahn.sh target/debug/gangway
