@@ -25,6 +25,20 @@ pub enum StartError {
     },
 }
 
+/// Listen backlog of the public listener: connection bursts must not overflow the SYN queue.
+const WEBSOCKET_BACKLOG: u32 = 4096;
+
+fn bind_websocket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(WEBSOCKET_BACKLOG)
+}
+
 /// A started node.
 pub struct Node {
     /// The broker (data plane) handle.
@@ -55,13 +69,11 @@ impl Node {
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let ws_addr = config.listen.websocket;
         let control_addr = config.listen.control;
-        let ws_listener = tokio::net::TcpListener::bind(ws_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                which: "websocket",
-                addr: ws_addr,
-                source,
-            })?;
+        let ws_listener = bind_websocket(ws_addr).map_err(|source| StartError::Bind {
+            which: "websocket",
+            addr: ws_addr,
+            source,
+        })?;
         let control_listener =
             std::net::TcpListener::bind(control_addr).map_err(|source| StartError::Bind {
                 which: "control",

@@ -57,7 +57,40 @@ enum ConnectDecision {
     },
 }
 
-async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+/// One accepted socket, from upgrade to `$disconnect`.
+async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    // Everything the upgrade needed (request headers, buffers) is freed before the session
+    // runs: only the connection record and the WebSocket stream outlive `open`.
+    // Boxed: the upgrade's large future (it holds a backend call) lives on the heap only
+    // while the upgrade runs, instead of widening every connection's task for its lifetime.
+    let Some((conn, ws)) = Box::pin(open(&shared, stream, peer)).await else {
+        return;
+    };
+    let ended = session::run(Arc::clone(&shared), Arc::clone(&conn), ws).await;
+    let metrics = &shared.metrics;
+    shared.registry.remove(&conn.id);
+    let discarded = conn.outbox.close();
+    if discarded > 0 {
+        metrics
+            .outbound_dropped_total
+            .with_label_values(&["connection_closed"])
+            .inc_by(discarded as u64);
+    }
+    metrics.connections.dec();
+    metrics
+        .connections_closed_total
+        .with_label_values(&[ended.label])
+        .inc();
+    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = %ended.reason, "disconnected");
+    disconnect::schedule(&shared, conn, ended.code, ended.reason, ended.dispatcher);
+}
+
+/// Reads the upgrade, runs `$connect`, answers 101 and registers the connection.
+async fn open(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Arc<Connection>, Box<WebSocketStream<TcpStream>>)> {
     let _ = stream.set_nodelay(true);
     let config = Arc::clone(&shared.config);
     let limits = &config.limits;
@@ -75,7 +108,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                     let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
                 }
                 tracing::debug!(%peer, error = %e, "upgrade refused");
-                return;
+                return None;
             }
         };
     if shared.registry.len() >= limits.max_connections || shared.shutdown.is_cancelled() {
@@ -84,14 +117,14 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
             .with_label_values(&["capacity"])
             .inc();
         let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
-        return;
+        return None;
     }
     let id = match ConnectionId::generate(shared.node_tag) {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "random source failed");
             let _ = handshake::reject(&mut stream, 500, "Internal server error").await;
-            return;
+            return None;
         }
     };
     let id_text = id.to_string();
@@ -107,7 +140,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let source_ip = peer.ip().to_string();
 
     let decision = run_connect(
-        &shared,
+        shared,
         &request,
         EventSource {
             stage: &config.api.stage,
@@ -136,16 +169,16 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
                 .with_label_values(&[reason])
                 .inc();
             let _ = handshake::reject(&mut stream, status, message).await;
-            return;
+            return None;
         }
     };
     if shared.shutdown.is_cancelled() {
         let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
-        return;
+        return None;
     }
     if let Err(e) = handshake::accept(&mut stream, &request.key, subprotocol.as_deref()).await {
         tracing::debug!(%peer, error = %e, "client left during upgrade");
-        return;
+        return None;
     }
 
     let conn = Arc::new(Connection::new(
@@ -168,23 +201,8 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         Some(shared.ws_config),
     )
     .await;
-    let ended = session::run(Arc::clone(&shared), Arc::clone(&conn), ws).await;
-
-    shared.registry.remove(&conn.id);
-    let discarded = conn.outbox.close();
-    if discarded > 0 {
-        metrics
-            .outbound_dropped_total
-            .with_label_values(&["connection_closed"])
-            .inc_by(discarded as u64);
-    }
-    metrics.connections.dec();
-    metrics
-        .connections_closed_total
-        .with_label_values(&[ended.label])
-        .inc();
-    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = %ended.reason, "disconnected");
-    disconnect::schedule(&shared, conn, ended.code, ended.reason, ended.dispatcher);
+    // Boxed so the stream exists once, not in every future that passes it along.
+    Some((conn, Box::new(ws)))
 }
 
 async fn run_connect(
@@ -286,5 +304,26 @@ mod tests {
         assert_eq!(parse_context(b"ok"), None);
         assert_eq!(parse_context(br#"{"context":"str"}"#), None);
         assert_eq!(parse_context(b""), None);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Idle connections must stay small: the per-connection task is one future, and its size is
+    /// what every idle connection pays (plus its buffers). Keep an eye on it.
+    #[tokio::test]
+    async fn connection_task_future_stays_small() {
+        let broker = crate::Broker::new(crate::Config::default()).expect("broker");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let fut = handle(Arc::clone(&broker.shared), client, addr);
+        let size = std::mem::size_of_val(&fut);
+        println!("connection task future: {size} bytes");
+        assert!(size <= 1200, "connection future grew to {size} bytes");
     }
 }

@@ -73,7 +73,7 @@ enum Step {
 }
 
 /// Runs the session to its end.
-pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Ws) -> Ended {
+pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<Ws>) -> Ended {
     let now = Instant::now();
     let limits = &shared.config.limits;
     let mut s = Session {
@@ -111,8 +111,8 @@ impl Session {
                 _ = self.conn.outbox.wait() => {
                     let close_request = self.conn.outbox.drain(&mut batch);
                     if !batch.is_empty() {
-                        if let Err(step) = self.write_batch(ws, &mut batch).await {
-                            return self.finish(ws, step).await;
+                        if let Err(step) = Box::pin(self.write_batch(ws, &mut batch)).await {
+                            return Box::pin(self.finish(ws, step)).await;
                         }
                     }
                     match close_request {
@@ -120,9 +120,9 @@ impl Session {
                             self.shared.metrics.outbound_dropped_total
                                 .with_label_values(&["slow_consumer"]).inc();
                             tracing::warn!(connection_id = %self.conn.id_text, "slow consumer: disconnecting");
-                            return self.close_with(ws, c.code, c.reason, "slow_consumer").await;
+                            return Box::pin(self.close_with(ws, c.code, c.reason, "slow_consumer")).await;
                         }
-                        Some(c) => return self.close_with(ws, c.code, c.reason, "deleted").await,
+                        Some(c) => return Box::pin(self.close_with(ws, c.code, c.reason, "deleted")).await,
                         None => Step::Continue,
                     }
                 }
@@ -136,7 +136,7 @@ impl Session {
                     Step::Continue
                 }
                 frame = ws.next(), if self.pending.is_none() => self.on_frame(frame),
-                _ = &mut timer => self.on_timer(ws).await,
+                _ = &mut timer => Box::pin(self.on_timer(ws)).await,
             };
             match step {
                 Step::Continue => {}
@@ -146,7 +146,7 @@ impl Session {
                     return (code, reason, label);
                 }
                 Step::Close(code, reason, label) => {
-                    return self.close_with(ws, code, reason.to_string(), label).await;
+                    return Box::pin(self.close_with(ws, code, reason.to_string(), label)).await;
                 }
             }
             timer.as_mut().reset(self.next_deadline());

@@ -1,0 +1,102 @@
+//! Results: counts, rates and latency percentiles, as a summary or JSON.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn from_us(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Connections asked for.
+    pub connections_requested: usize,
+    /// Connections that opened.
+    pub connections_established: usize,
+    /// Failed connection attempts, by cause.
+    pub connect_failures: BTreeMap<String, u64>,
+    /// Handshake latency.
+    pub connect_latency: Percentiles,
+    /// Handshakes per second during the ramp.
+    pub connects_per_sec: f64,
+    /// Messages sent (echo).
+    pub sent: u64,
+    /// Messages received back (echo).
+    pub received: u64,
+    /// Messages received out of order or twice.
+    pub out_of_order: u64,
+    /// Round trips per second over the measuring window (echo).
+    pub round_trips_per_sec: f64,
+    /// Round-trip latency (echo).
+    pub round_trip_latency: Percentiles,
+    /// Connections that closed or failed while held.
+    pub dropped_while_held: u64,
+}
+
+/// Prints a human summary, or JSON.
+pub fn print(r: &RunResult, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+        return;
+    }
+    println!("scenario: {}", r.scenario);
+    println!(
+        "connections: {}/{} established, {:.0} handshakes/s, connect p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        r.connections_established,
+        r.connections_requested,
+        r.connects_per_sec,
+        r.connect_latency.p50_ms,
+        r.connect_latency.p99_ms,
+        r.connect_latency.max_ms
+    );
+    if !r.connect_failures.is_empty() {
+        println!("connect failures: {:?}", r.connect_failures);
+    }
+    if r.dropped_while_held > 0 {
+        println!("dropped while held: {}", r.dropped_while_held);
+    }
+    if r.sent > 0 {
+        println!(
+            "messages: {} sent, {} received, {} out of order; {:.0} round trips/s",
+            r.sent, r.received, r.out_of_order, r.round_trips_per_sec
+        );
+        let l = &r.round_trip_latency;
+        println!(
+            "round trip: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        );
+    }
+}
