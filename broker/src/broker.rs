@@ -10,7 +10,6 @@ use bytes::Bytes;
 use rand::RngCore as _;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -240,17 +239,17 @@ impl Broker {
             });
         }
         let conn = self.lookup(id)?;
-        self.deliver(&conn, frame_for(data), "push")
+        self.deliver(&conn, crate::frame::text_or_binary(&data), "push")
     }
 
-    /// Queues a message on a connection, applying its slow-consumer policy, and counts it.
+    /// Queues an encoded frame on a connection, applying its slow-consumer policy, and counts it.
     pub(crate) fn deliver(
         &self,
         conn: &Connection,
-        message: Message,
+        frame: Bytes,
         source: &'static str,
     ) -> Result<(), ConnectionError> {
-        deliver(&self.shared, conn, message, source)
+        deliver(&self.shared, conn, frame, source)
     }
 
     /// GetConnection.
@@ -293,24 +292,16 @@ impl Broker {
     }
 }
 
-/// A text frame for UTF-8 payloads, binary otherwise; no copy either way.
-pub fn frame_for(data: Bytes) -> Message {
-    match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data.clone()) {
-        Ok(text) => Message::Text(text),
-        Err(_) => Message::Binary(data),
-    }
-}
-
 /// See [`Broker::deliver`].
 pub(crate) fn deliver(
     shared: &Shared,
     conn: &Connection,
-    message: Message,
+    frame: Bytes,
     source: &'static str,
 ) -> Result<(), ConnectionError> {
     let limits = &shared.config.limits;
     match conn.outbox.push(
-        message,
+        frame,
         limits.send_queue_max_bytes,
         limits.slow_consumer_policy,
     ) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::broker::{deliver, frame_for, Shared};
+use crate::broker::{deliver, Shared};
 use crate::connection::Connection;
 use crate::event::{build_event, EventKind, EventSource, MessageBody};
 use crate::gateway_frame;
@@ -88,7 +88,7 @@ async fn dispatch_one(shared: &Shared, conn: &Connection, inbound: Inbound) {
     match result {
         Ok(r) if r.is_success() => {
             if inbound.route.two_way && !r.body.is_empty() {
-                let _ = deliver(shared, conn, frame_for(r.body), "route");
+                let _ = deliver(shared, conn, crate::frame::text_or_binary(&r.body), "route");
             }
         }
         Ok(r) => {

@@ -8,7 +8,8 @@
 //! - `dispatch`: per-connection ordered backend calls; `disconnect`: `$disconnect` delivery;
 //! - [`handshake`]: the HTTP upgrade; [`route`]: route selection expressions;
 //! - [`event`]: AWS-shaped events; [`integration`]: http and mock integrations;
-//! - [`signature`]: webhook signing; [`outbox`]: bounded per-connection send queues;
+//! - [`signature`]: webhook signing; [`outbox`]: bounded per-connection send queues of
+//!   encoded frames ([`frame`]);
 //! - [`registry`], [`connection`], [`id`], [`close`], [`metrics`], [`gateway_frame`].
 
 pub mod broker;
@@ -18,6 +19,7 @@ pub mod connection;
 mod disconnect;
 mod dispatch;
 pub mod event;
+pub mod frame;
 pub mod gateway_frame;
 pub mod handshake;
 pub mod id;

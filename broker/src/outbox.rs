@@ -1,6 +1,7 @@
 //! A connection's outbound queue: bounded in bytes, never awaited by a producer.
 //!
-//! Producers (route responses, control-API pushes) call [`Outbox::push`], which either queues
+//! It holds encoded frames ([`crate::frame`]), so a fan-out queues the same bytes everywhere.
+//! Producers (route responses, control-API pushes, publishes) call [`Outbox::push`], which either queues
 //! the message or says why not at once — a publisher never waits on a slow client. The
 //! connection task drains everything queued in one go and writes it with a single flush, so
 //! frames waiting for one connection leave in one write. An empty outbox holds no heap memory.
@@ -8,8 +9,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::SlowConsumerPolicy;
 
@@ -35,7 +36,7 @@ pub enum PushOutcome {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Message>,
+    frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseRequest>,
     closed: bool,
@@ -68,14 +69,9 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `message` unless that would pass `max_bytes`; on overflow applies `policy`.
-    pub fn push(
-        &self,
-        message: Message,
-        max_bytes: usize,
-        policy: SlowConsumerPolicy,
-    ) -> PushOutcome {
-        let size = message.len();
+    /// Queues an encoded frame unless that would pass `max_bytes`; on overflow applies `policy`.
+    pub fn push(&self, frame: Bytes, max_bytes: usize, policy: SlowConsumerPolicy) -> PushOutcome {
+        let size = frame.len();
         let mut s = self.lock();
         if s.closed || s.close.is_some() {
             return PushOutcome::Closed;
@@ -92,7 +88,7 @@ impl Outbox {
             return PushOutcome::Full;
         }
         s.bytes += size;
-        s.frames.push_back(message);
+        s.frames.push_back(frame);
         drop(s);
         self.notify.notify_one();
         PushOutcome::Queued
@@ -114,8 +110,8 @@ impl Outbox {
         true
     }
 
-    /// Takes every queued message into `out`, and the close request if one is pending.
-    pub fn drain(&self, out: &mut Vec<Message>) -> Option<CloseRequest> {
+    /// Takes every queued frame into `out`, and the close request if one is pending.
+    pub fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseRequest> {
         let mut s = self.lock();
         out.extend(s.frames.drain(..));
         s.bytes = 0;
@@ -156,10 +152,16 @@ mod tests {
     fn bounded_in_bytes_with_disconnect_policy() {
         let o = Outbox::new();
         let d = SlowConsumerPolicy::Disconnect;
-        assert_eq!(o.push(Message::text("12345"), 8, d), PushOutcome::Queued);
-        assert_eq!(o.push(Message::text("12345"), 8, d), PushOutcome::Full);
+        assert_eq!(
+            o.push(Bytes::from_static(b"12345"), 8, d),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            o.push(Bytes::from_static(b"12345"), 8, d),
+            PushOutcome::Full
+        );
         // Now closing: further pushes are refused.
-        assert_eq!(o.push(Message::text("1"), 8, d), PushOutcome::Closed);
+        assert_eq!(o.push(Bytes::from_static(b"1"), 8, d), PushOutcome::Closed);
         let mut out = Vec::new();
         let close = o.drain(&mut out);
         assert_eq!(out.len(), 1);
@@ -170,11 +172,20 @@ mod tests {
     fn drop_policy_keeps_the_connection() {
         let o = Outbox::new();
         let p = SlowConsumerPolicy::Drop;
-        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Queued);
-        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Full);
+        assert_eq!(
+            o.push(Bytes::from_static(b"12345"), 8, p),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            o.push(Bytes::from_static(b"12345"), 8, p),
+            PushOutcome::Full
+        );
         let mut out = Vec::new();
         assert!(o.drain(&mut out).is_none());
-        assert_eq!(o.push(Message::text("12345"), 8, p), PushOutcome::Queued);
+        assert_eq!(
+            o.push(Bytes::from_static(b"12345"), 8, p),
+            PushOutcome::Queued
+        );
         assert_eq!(o.queued_bytes(), 5);
     }
 
@@ -184,7 +195,7 @@ mod tests {
         assert!(o.request_close(1000, "bye"));
         assert!(!o.request_close(1001, "again"));
         assert_eq!(
-            o.push(Message::text("x"), 8, SlowConsumerPolicy::Drop),
+            o.push(Bytes::from_static(b"x"), 8, SlowConsumerPolicy::Drop),
             PushOutcome::Closed
         );
     }

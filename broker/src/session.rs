@@ -29,6 +29,7 @@ use crate::broker::{deliver, Shared};
 use crate::close;
 use crate::connection::Connection;
 use crate::dispatch::{self, Inbound};
+use crate::frame;
 use crate::gateway_frame;
 use crate::integration::Integration;
 use crate::route::{select_route, RouteChoice};
@@ -99,7 +100,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<
 
 impl Session {
     async fn drive(&mut self, ws: &mut Ws) -> (u16, String, &'static str) {
-        let mut batch: Vec<Message> = Vec::new();
+        let mut batch: Vec<Bytes> = Vec::new();
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
@@ -205,13 +206,13 @@ impl Session {
         Step::Continue
     }
 
-    async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Message>) -> Result<(), Step> {
+    /// Writes encoded frames straight to the socket in as few `writev` calls as possible,
+    /// after anything tungstenite itself queued (pongs), so the byte stream stays in order.
+    async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Bytes>) -> Result<(), Step> {
         let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
         let written = tokio::time::timeout(write_timeout, async {
-            for m in batch.drain(..) {
-                ws.feed(m).await?;
-            }
-            ws.flush().await
+            ws.flush().await.map_err(std::io::Error::other)?;
+            write_all_frames(ws.get_mut(), batch).await
         })
         .await;
         batch.clear();
@@ -403,9 +404,10 @@ impl Session {
         };
         match &route.integration {
             Integration::Mock { response } => {
-                let reply = match response {
-                    Some(fixed) => crate::broker::frame_for(fixed.clone()),
-                    None => message,
+                let reply = match (response, &message) {
+                    (Some(fixed), _) => frame::text_or_binary(fixed),
+                    (None, Message::Binary(data)) => frame::encode(frame::OPCODE_BINARY, data),
+                    (None, _) => frame::encode(frame::OPCODE_TEXT, &message.into_data()),
                 };
                 let _ = deliver(&shared, &self.conn, reply, "route");
             }
@@ -430,6 +432,38 @@ impl Session {
         }
         Step::Continue
     }
+}
+
+/// Writes every frame, gathering up to 64 per `writev`.
+async fn write_all_frames(stream: &mut TcpStream, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
+    use bytes::Buf as _;
+    use std::io::IoSlice;
+    use tokio::io::AsyncWriteExt as _;
+    const MAX_SLICES: usize = 64;
+    let mut first = 0;
+    while first < frames.len() {
+        let end = (first + MAX_SLICES).min(frames.len());
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        for (slot, f) in slices.iter_mut().zip(&frames[first..end]) {
+            *slot = IoSlice::new(f);
+        }
+        let mut written = stream.write_vectored(&slices[..end - first]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let f = &mut frames[first];
+            if written >= f.len() {
+                written -= f.len();
+                first += 1;
+            } else {
+                f.advance(written);
+                written = 0;
+            }
+        }
+    }
+    frames.clear();
+    Ok(())
 }
 
 /// Waits until the dispatcher's queue has room (or is closed); never resolves without one.
