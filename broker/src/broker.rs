@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channels::{self, Channels, SubscribeError};
 use crate::close;
 use crate::config::Config;
 use crate::connection::Connection;
@@ -59,6 +60,26 @@ pub enum ConnectionError {
     /// A close code outside 1000 and 3000–4999, or a reason over 123 bytes (400).
     #[error("{0}")]
     InvalidClose(String),
+    /// A channel name that breaks the naming rules (400).
+    #[error("{0}")]
+    InvalidChannel(String),
+    /// The connection is already subscribed to the most channels allowed (400).
+    #[error("the connection is already subscribed to {max} channels, the most allowed")]
+    TooManyChannels {
+        /// `max_channels_per_connection`.
+        max: usize,
+    },
+}
+
+/// What a publish or broadcast did on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Connections the frame was queued for.
+    pub recipients: usize,
+    /// Recipients whose send queue was full (slow-consumer policy applied).
+    pub dropped_queue_full: usize,
+    /// Recipients that were closing.
+    pub dropped_closing: usize,
 }
 
 /// What GetConnection returns.
@@ -80,6 +101,7 @@ pub(crate) struct Shared {
     pub(crate) node_id: String,
     pub(crate) node_tag: NodeTag,
     pub(crate) registry: Registry,
+    pub(crate) channels: Channels,
     pub(crate) integrations: Integrations,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ws_config: WebSocketConfig,
@@ -148,6 +170,7 @@ impl Broker {
                 node_id,
                 config: Arc::new(config),
                 registry: Registry::new(),
+                channels: Channels::new(),
                 integrations,
                 metrics,
                 ws_config,
@@ -252,6 +275,67 @@ impl Broker {
         deliver(&self.shared, conn, frame, source)
     }
 
+    /// Subscribes a connection to a channel (idempotent).
+    pub fn subscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
+        let conn = self.lookup(id)?;
+        subscribe(&self.shared, &conn, channel)
+    }
+
+    /// Unsubscribes a connection from a channel (idempotent for a live connection).
+    pub fn unsubscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
+        let conn = self.lookup(id)?;
+        self.shared.channels.unsubscribe(channel, &conn);
+        Ok(())
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscriber_count(&self, channel: &str) -> Result<usize, ConnectionError> {
+        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
+        Ok(self.shared.channels.subscriber_count(channel))
+    }
+
+    /// Sends `data` to every local subscriber of `channel` except `exclude`. The frame is
+    /// encoded once and shared; no subscriber is waited for.
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        exclude: Option<&str>,
+    ) -> Result<FanOut, ConnectionError> {
+        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
+        self.check_size(data)?;
+        let exclude = exclude.map(ConnectionId::parse).transpose()?;
+        let frame = crate::frame::text_or_binary(data);
+        let mut fan = FanOutState::new(&self.shared, frame, exclude);
+        self.shared
+            .channels
+            .for_each_subscriber(channel, |c| fan.push(c));
+        Ok(fan.finish("publish"))
+    }
+
+    /// Sends `data` to every connection on this node except `exclude`.
+    pub fn broadcast(&self, data: &[u8], exclude: Option<&str>) -> Result<FanOut, ConnectionError> {
+        self.check_size(data)?;
+        let exclude = exclude.map(ConnectionId::parse).transpose()?;
+        let frame = crate::frame::text_or_binary(data);
+        let mut fan = FanOutState::new(&self.shared, frame, exclude);
+        self.shared.registry.for_each(|c| fan.push(c));
+        Ok(fan.finish("broadcast"))
+    }
+
+    fn check_size(&self, data: &[u8]) -> Result<(), ConnectionError> {
+        let max = self.shared.config.limits.max_message_bytes;
+        if data.len() > max {
+            return Err(ConnectionError::PayloadTooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// GetConnection.
     pub fn get_connection(&self, id: &str) -> Result<ConnectionInfo, ConnectionError> {
         let conn = self.lookup(id)?;
@@ -289,6 +373,76 @@ impl Broker {
         } else {
             Err(ConnectionError::Gone)
         }
+    }
+}
+
+/// Subscribes an open connection, mapping refusals to errors.
+pub(crate) fn subscribe(
+    shared: &Shared,
+    conn: &Arc<Connection>,
+    channel: &str,
+) -> Result<(), ConnectionError> {
+    let max = shared.config.limits.max_channels_per_connection;
+    match shared.channels.subscribe(channel, conn, max) {
+        Ok(_) => Ok(()),
+        Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
+        Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
+    }
+}
+
+/// One fan-out in progress: counts locally, updates metrics once at the end.
+struct FanOutState<'a> {
+    shared: &'a Shared,
+    frame: Bytes,
+    exclude: Option<ConnectionId>,
+    out: FanOut,
+}
+
+impl<'a> FanOutState<'a> {
+    fn new(shared: &'a Shared, frame: Bytes, exclude: Option<ConnectionId>) -> Self {
+        FanOutState {
+            shared,
+            frame,
+            exclude,
+            out: FanOut::default(),
+        }
+    }
+
+    fn push(&mut self, conn: &Arc<Connection>) {
+        if self.exclude == Some(conn.id) {
+            return;
+        }
+        let limits = &self.shared.config.limits;
+        match conn.outbox.push(
+            self.frame.clone(),
+            limits.send_queue_max_bytes,
+            limits.slow_consumer_policy,
+        ) {
+            PushOutcome::Queued => self.out.recipients += 1,
+            PushOutcome::Full => {
+                self.out.dropped_queue_full += 1;
+                tracing::warn!(connection_id = %conn.id_text, "send queue full: fan-out message dropped");
+            }
+            PushOutcome::Closed => self.out.dropped_closing += 1,
+        }
+    }
+
+    fn finish(self, source: &'static str) -> FanOut {
+        let m = &self.shared.metrics;
+        m.messages_sent_total
+            .with_label_values(&[source])
+            .inc_by(self.out.recipients as u64);
+        if self.out.dropped_queue_full > 0 {
+            m.outbound_dropped_total
+                .with_label_values(&["queue_full"])
+                .inc_by(self.out.dropped_queue_full as u64);
+        }
+        if self.out.dropped_closing > 0 {
+            m.outbound_dropped_total
+                .with_label_values(&["connection_closing"])
+                .inc_by(self.out.dropped_closing as u64);
+        }
+        self.out
     }
 }
 

@@ -113,6 +113,12 @@ pub struct LimitsConfig {
     pub handshake_timeout_secs: u64,
     /// Node-wide cap on concurrent backend calls.
     pub max_concurrent_integration_calls: usize,
+    /// Most items in one `POST /@batch`.
+    pub max_batch_items: usize,
+    /// Largest `POST /@batch` body, bytes.
+    pub max_batch_bytes: usize,
+    /// Most channels one connection may be subscribed to.
+    pub max_channels_per_connection: usize,
     /// Inbound messages a connection may have waiting for the backend before reads pause.
     pub inbound_queue_messages: usize,
     /// Per-connection inbound messages per second; 0 means no limit.
@@ -432,6 +438,10 @@ impl Config {
                 1,
                 1 << 20,
             ) as usize,
+            max_batch_items: r.uint("max_batch_items", 10_000, 1, 1_000_000) as usize,
+            max_batch_bytes: r.uint("max_batch_bytes", 16 << 20, 1, 1 << 30) as usize,
+            max_channels_per_connection: r.uint("max_channels_per_connection", 100, 1, 100_000)
+                as usize,
             inbound_queue_messages: r.uint("inbound_queue_messages", 16, 1, 1 << 16) as usize,
             inbound_messages_per_sec: r.uint("inbound_messages_per_sec", 0, 0, 1 << 20) as u32,
             reject_binary_frames: r.bool("reject_binary_frames", false),

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::id::ConnectionId;
 use crate::outbox::Outbox;
@@ -30,6 +31,8 @@ pub struct Connection {
     pub authorizer: Option<Box<serde_json::Value>>,
     /// Messages waiting to be written to the client.
     pub outbox: Outbox,
+    /// Channels this connection is subscribed to (empty: no allocation).
+    channels: Mutex<Vec<Arc<str>>>,
 }
 
 impl Connection {
@@ -52,12 +55,23 @@ impl Connection {
             domain_name: domain_name.into_boxed_str(),
             authorizer: authorizer.map(Box::new),
             outbox: Outbox::new(),
+            channels: Mutex::new(Vec::new()),
         }
     }
 
     /// Records activity now.
     pub fn touch(&self, now_ms: i64) {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The connection's channel list; see `channels` for the locking rule.
+    pub(crate) fn channels_lock(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Channels this connection is subscribed to.
+    pub fn channel_names(&self) -> Vec<String> {
+        self.channels_lock().iter().map(|c| c.to_string()).collect()
     }
 
     /// Last activity, ms since the epoch.

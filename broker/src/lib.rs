@@ -10,9 +10,11 @@
 //! - [`event`]: AWS-shaped events; [`integration`]: http and mock integrations;
 //! - [`signature`]: webhook signing; [`outbox`]: bounded per-connection send queues of
 //!   encoded frames ([`frame`]);
+//! - [`channels`]: channel subscriptions for fan-out;
 //! - [`registry`], [`connection`], [`id`], [`close`], [`metrics`], [`gateway_frame`].
 
 pub mod broker;
+pub mod channels;
 pub mod close;
 pub mod config;
 pub mod connection;
@@ -32,5 +34,5 @@ pub mod route;
 mod session;
 pub mod signature;
 
-pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo};
+pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo, FanOut};
 pub use config::{Config, ConfigBuilder, ConfigError};

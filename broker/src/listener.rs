@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::broker::Shared;
+use crate::broker::{ConnectionError, Shared};
 use crate::connection::Connection;
 use crate::disconnect;
 use crate::event::{build_event, EventKind, EventSource};
@@ -48,7 +48,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 enum ConnectDecision {
     Accept {
         subprotocol: Option<String>,
-        authorizer: Option<serde_json::Value>,
+        answer: ConnectAnswer,
     },
     Reject {
         status: u16,
@@ -70,6 +70,7 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let metrics = &shared.metrics;
     shared.registry.remove(&conn.id);
     let discarded = conn.outbox.close();
+    shared.channels.remove_connection(&conn);
     if discarded > 0 {
         metrics
             .outbound_dropped_total
@@ -154,11 +155,11 @@ async fn open(
         },
     )
     .await;
-    let (subprotocol, authorizer) = match decision {
+    let (subprotocol, answer) = match decision {
         ConnectDecision::Accept {
             subprotocol,
-            authorizer,
-        } => (subprotocol, authorizer),
+            answer,
+        } => (subprotocol, answer),
         ConnectDecision::Reject {
             status,
             message,
@@ -187,9 +188,18 @@ async fn open(
         peer.ip(),
         user_agent,
         domain_name,
-        authorizer,
+        answer.context,
     ));
     shared.registry.insert(Arc::clone(&conn));
+    // Channels named by $connect are live before the client's first message.
+    for channel in &answer.channels {
+        let subscribed = crate::channels::validate_name(channel)
+            .map_err(ConnectionError::InvalidChannel)
+            .and_then(|()| crate::broker::subscribe(shared, &conn, channel));
+        if let Err(e) = subscribed {
+            tracing::warn!(connection_id = %conn.id_text, channel = %channel, error = %e, "$connect channel not subscribed");
+        }
+    }
     metrics.connections.inc();
     metrics.connections_opened_total.inc();
     tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
@@ -213,14 +223,17 @@ async fn run_connect(
     let Some(route) = shared.integrations.route("$connect") else {
         return ConnectDecision::Accept {
             subprotocol: None,
-            authorizer: None,
+            answer: ConnectAnswer::default(),
         };
     };
     let response = match &route.integration {
         Integration::Mock { response } => {
             return ConnectDecision::Accept {
                 subprotocol: None,
-                authorizer: response.as_deref().and_then(parse_context),
+                answer: response
+                    .as_deref()
+                    .map(ConnectAnswer::parse)
+                    .unwrap_or_default(),
             }
         }
         Integration::Http { url, timeout } => {
@@ -249,8 +262,8 @@ async fn run_connect(
     };
     match response {
         Ok(r) if r.is_success() => ConnectDecision::Accept {
+            answer: ConnectAnswer::parse(&r.body),
             subprotocol: r.subprotocol,
-            authorizer: parse_context(&r.body),
         },
         Ok(r) => ConnectDecision::Reject {
             status: if (400..600).contains(&r.status) {
@@ -279,31 +292,50 @@ async fn run_connect(
     }
 }
 
-/// The `context` object of a `$connect` response body, if it has one.
-fn parse_context(body: &[u8]) -> Option<serde_json::Value> {
-    if body.is_empty() {
-        return None;
-    }
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match value.get("context") {
-        Some(ctx @ serde_json::Value::Object(_)) => Some(ctx.clone()),
-        _ => None,
+/// What a `$connect` answer body may carry (JSON): `context` and `channels`.
+#[derive(Debug, Default, PartialEq)]
+struct ConnectAnswer {
+    /// `context` object: `requestContext.authorizer` of later events.
+    context: Option<serde_json::Value>,
+    /// `channels`: names to subscribe before the first message.
+    channels: Vec<String>,
+}
+
+impl ConnectAnswer {
+    fn parse(body: &[u8]) -> ConnectAnswer {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return ConnectAnswer::default();
+        };
+        ConnectAnswer {
+            context: match value.get("context") {
+                Some(ctx @ serde_json::Value::Object(_)) => Some(ctx.clone()),
+                _ => None,
+            },
+            channels: value
+                .get("channels")
+                .and_then(|c| c.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_context;
+    use super::ConnectAnswer;
 
     #[test]
-    fn context_is_read_from_json_bodies_only() {
-        assert_eq!(
-            parse_context(br#"{"context":{"user":"u1"},"channels":["a"]}"#),
-            Some(serde_json::json!({"user":"u1"}))
-        );
-        assert_eq!(parse_context(b"ok"), None);
-        assert_eq!(parse_context(br#"{"context":"str"}"#), None);
-        assert_eq!(parse_context(b""), None);
+    fn context_and_channels_are_read_from_json_bodies_only() {
+        let a = ConnectAnswer::parse(br#"{"context":{"user":"u1"},"channels":["a","b"]}"#);
+        assert_eq!(a.context, Some(serde_json::json!({"user":"u1"})));
+        assert_eq!(a.channels, vec!["a", "b"]);
+        assert_eq!(ConnectAnswer::parse(b"ok"), ConnectAnswer::default());
+        assert_eq!(ConnectAnswer::parse(br#"{"context":"str"}"#).context, None);
+        assert_eq!(ConnectAnswer::parse(b""), ConnectAnswer::default());
     }
 }
 

@@ -133,6 +133,11 @@ impl Outbox {
         n
     }
 
+    /// True once [`Outbox::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

@@ -64,7 +64,9 @@ impl From<ConnectionError> for ApiError {
                 "LimitExceededException",
                 "The WebSocket client side buffer is full",
             ),
-            ConnectionError::InvalidClose(_) => ApiError::bad_request(e.to_string()),
+            ConnectionError::InvalidClose(_)
+            | ConnectionError::InvalidChannel(_)
+            | ConnectionError::TooManyChannels { .. } => ApiError::bad_request(e.to_string()),
         }
     }
 }

@@ -1,20 +1,26 @@
-//! Gangway's control plane: the AWS-compatible `@connections` API (and health, metrics) over a
-//! [`Broker`], on its own listener.
+//! Gangway's control plane: the AWS-compatible `@connections` API, channels, broadcast and
+//! batch, health, readiness, metrics and the OpenAPI document, over a [`Broker`], on its own
+//! listener.
 //!
-//! Layout: [`path`] parses request paths (AWS's `@`/`%40` and encoded ids); [`auth`] checks
-//! credentials; [`error`] is the one error shape; this file wires them into actix-web.
+//! Layout: [`path`] parses request paths (AWS's `@`/`%40` and encoded ids); [`routes`] maps
+//! them to operations (and feeds [`openapi`]); [`auth`] checks bearer tokens and [`sigv4`]
+//! signatures; [`batch`] runs `@batch`; [`error`] is the one error shape; this file wires them
+//! into actix-web.
 //!
 //! Every response carries `x-amzn-RequestId`. Broker calls are synchronous and never wait on a
 //! WebSocket client, so a slow client cannot stall the control API.
 
 pub mod auth;
+pub mod batch;
 pub mod error;
+pub mod openapi;
 pub mod path;
+pub mod routes;
+pub mod sigv4;
 
 use actix_web::dev::Server;
-use actix_web::http::Method;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use chrono::{TimeZone, Utc};
 use futures_util::StreamExt as _;
 use gangway_broker::id::request_id;
@@ -22,6 +28,7 @@ use gangway_broker::Broker;
 
 use crate::error::ApiError;
 use crate::path::ControlPath;
+use crate::routes::Op;
 
 /// Options of the control server.
 #[derive(Debug, Clone, Copy)]
@@ -59,12 +66,14 @@ pub fn serve(
     .run())
 }
 
-/// The single entry point: route by the raw path, then by method.
+/// The single entry point: resolve the operation, check credentials, run it.
 async fn handle(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> HttpResponse {
     let rid = request_id();
-    let stage = &broker.config().api.stage;
-    let target = path::parse(req.uri().path(), stage);
-    let (operation, result) = dispatch(&req, body, &broker, target).await;
+    let target = path::parse(req.uri().path(), &broker.config().api.stage);
+    let (operation, result) = match routes::resolve(&target, req.method()) {
+        Ok(op) => (op.name(), run(&req, body, &broker, op, target).await),
+        Err(e) => ("unknown", Err(e)),
+    };
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -88,78 +97,130 @@ async fn handle(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
     response
 }
 
-async fn dispatch(
+async fn run(
     req: &HttpRequest,
-    body: web::Payload,
+    payload: web::Payload,
     broker: &Broker,
+    op: Op,
     target: ControlPath,
-) -> (&'static str, Result<HttpResponse, ApiError>) {
-    let method = req.method();
-    match target {
-        ControlPath::Health if method == Method::GET => (
-            "health",
-            Ok(HttpResponse::Ok()
-                .content_type("application/json")
-                .body(r#"{"status":"ok"}"#)),
-        ),
-        ControlPath::Metrics if method == Method::GET => (
-            "metrics",
-            Ok(HttpResponse::Ok()
-                .content_type("text/plain; version=0.0.4")
-                .body(broker.metrics().render())),
-        ),
-        ControlPath::Health | ControlPath::Metrics => ("unknown", Err(method_not_allowed())),
-        ControlPath::Unknown => ("unknown", Err(ApiError::not_found())),
-        ControlPath::WrongStage => ("unknown", Err(ApiError::forbidden())),
-        ControlPath::BadId => (
-            "connection",
-            Err(ApiError::bad_request(
-                "Invalid connectionId: not valid percent-encoded UTF-8",
-            )),
-        ),
-        ControlPath::Connection(id) => {
-            let operation = match *method {
-                Method::POST => "PostToConnection",
-                Method::GET => "GetConnection",
-                Method::DELETE => "DeleteConnection",
-                _ => return ("unknown", Err(method_not_allowed())),
-            };
-            if let Err(e) = auth::check(req, &broker.config().control) {
-                return (operation, Err(e));
-            }
-            let result = match *method {
-                Method::POST => post(broker, &id, body).await,
-                Method::GET => get(broker, &id),
-                _ => delete(broker, &id, req.query_string()),
-            };
-            (operation, result)
+) -> Result<HttpResponse, ApiError> {
+    let limits = &broker.config().limits;
+    let body_limit = match op {
+        Op::PostToConnection | Op::Publish | Op::Broadcast => limits.max_message_bytes,
+        Op::Batch => limits.max_batch_bytes,
+        _ => 0,
+    };
+    let body = if op.is_public() {
+        Bytes::new()
+    } else if auth::is_sigv4(req) {
+        // A signature covers the body: read it (bounded) first.
+        let body = read_body(payload, body_limit).await?;
+        auth::check(req, &broker.config().control, &body)?;
+        body
+    } else {
+        auth::check(req, &broker.config().control, &[])?;
+        read_body(payload, body_limit).await?
+    };
+    let query = req.query_string();
+    match (op, target) {
+        (Op::Health, _) => Ok(json_response(200, r#"{"status":"ok"}"#.into())),
+        (Op::Ready, _) => Ok(if broker.is_shutting_down() {
+            json_response(503, r#"{"status":"not ready","reason":"draining"}"#.into())
+        } else {
+            json_response(200, r#"{"status":"ready"}"#.into())
+        }),
+        (Op::Metrics, _) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(broker.metrics().render())),
+        (Op::OpenApi, _) => Ok(json_response(200, openapi::document().to_string())),
+        (Op::PostToConnection, ControlPath::Connection(id)) => {
+            broker.post_to_connection(&id, body)?;
+            Ok(HttpResponse::Ok().finish())
         }
+        (Op::GetConnection, ControlPath::Connection(id)) => get_connection(broker, &id),
+        (Op::DeleteConnection, ControlPath::Connection(id)) => {
+            let (code, reason) = close_params(query)?;
+            broker.delete_connection(&id, code, reason.as_deref())?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        (Op::Subscribe, ControlPath::ConnectionChannel(id, channel)) => {
+            broker.subscribe(&id, &channel)?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        (Op::Unsubscribe, ControlPath::ConnectionChannel(id, channel)) => {
+            broker.unsubscribe(&id, &channel)?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        (Op::Publish, ControlPath::Channel(channel)) => {
+            let exclude = query_param(query, "exclude");
+            let fan = broker.publish(&channel, &body, exclude.as_deref())?;
+            Ok(json_response(
+                200,
+                format!(r#"{{"recipients":{}}}"#, fan.recipients),
+            ))
+        }
+        (Op::GetChannel, ControlPath::Channel(channel)) => {
+            let n = broker.subscriber_count(&channel)?;
+            Ok(json_response(200, format!(r#"{{"subscribers":{n}}}"#)))
+        }
+        (Op::Broadcast, _) => {
+            let exclude = query_param(query, "exclude");
+            let fan = broker.broadcast(&body, exclude.as_deref())?;
+            Ok(json_response(
+                200,
+                format!(r#"{{"recipients":{}}}"#, fan.recipients),
+            ))
+        }
+        (Op::Batch, _) => Ok(json_response(200, batch::run(broker, &body)?.to_string())),
+        // `routes::resolve` only pairs operations with their own paths.
+        _ => Err(ApiError::not_found()),
     }
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::new(405, "MethodNotAllowedException", "Method Not Allowed")
+fn json_response(status: u16, body: String) -> HttpResponse {
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type("application/json")
+    .body(body)
 }
 
-async fn post(broker: &Broker, id: &str, mut body: web::Payload) -> Result<HttpResponse, ApiError> {
-    let max = broker.config().limits.max_message_bytes;
+/// Reads the body, refusing more than `limit` bytes with 413.
+async fn read_body(mut body: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     let mut data = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
-        if data.len() + chunk.len() > max {
+        if data.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 413,
                 "PayloadTooLargeException",
-                format!("message is over {max} bytes"),
+                format!("request body is over {limit} bytes"),
             ));
         }
         data.extend_from_slice(&chunk);
     }
-    broker.post_to_connection(id, data.freeze())?;
-    Ok(HttpResponse::Ok().finish())
+    Ok(data.freeze())
 }
 
-fn get(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn close_params(query: &str) -> Result<(Option<u16>, Option<String>), ApiError> {
+    let code = match query_param(query, "code") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u16>()
+                .map_err(|_| ApiError::bad_request(format!("code must be a number, not {v:?}")))?,
+        ),
+    };
+    Ok((code, query_param(query, "reason")))
+}
+
+fn get_connection(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
     let info = broker.get_connection(id)?;
     let mut identity = serde_json::json!({ "sourceIp": info.source_ip });
     if let Some(ua) = info.user_agent {
@@ -170,27 +231,7 @@ fn get(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
         "identity": identity,
         "lastActiveAt": rfc3339(info.last_active_at_ms),
     });
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body.to_string()))
-}
-
-fn delete(broker: &Broker, id: &str, query: &str) -> Result<HttpResponse, ApiError> {
-    let mut code = None;
-    let mut reason = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "code" => {
-                code = Some(v.parse::<u16>().map_err(|_| {
-                    ApiError::bad_request(format!("code must be a number, not {v:?}"))
-                })?)
-            }
-            "reason" => reason = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    broker.delete_connection(id, code, reason.as_deref())?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(json_response(200, body.to_string()))
 }
 
 /// RFC 3339 with milliseconds, as AWS writes GetConnection times.

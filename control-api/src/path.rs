@@ -2,6 +2,7 @@
 //!
 //! Parsing by hand keeps the AWS details exact: `@` may arrive as `%40`, and a connection id's
 //! `/` or `=` arrive encoded (`%2F`, `%3D`), so the path is split on raw `/` before decoding.
+//! Every `@…` path works with and without the `/{stage}` prefix.
 
 use percent_encoding::percent_decode_str;
 
@@ -10,14 +11,26 @@ use percent_encoding::percent_decode_str;
 pub enum ControlPath {
     /// `/healthz`.
     Health,
+    /// `/readyz`.
+    Ready,
     /// `/metrics`.
     Metrics,
-    /// `[/{stage}]/@connections/{id}` with the decoded id.
+    /// `/openapi.json`.
+    OpenApi,
+    /// `@connections/{id}` with the decoded id.
     Connection(String),
-    /// A path under a stage other than the configured one.
+    /// `@connections/{id}/channels/{channel}`.
+    ConnectionChannel(String, String),
+    /// `@channels/{channel}`.
+    Channel(String),
+    /// `@broadcast`.
+    Broadcast,
+    /// `@batch`.
+    Batch,
+    /// A path under a stage other than the configured one (AWS answers 403).
     WrongStage,
-    /// `@connections/{id}` with an id that is not valid percent-encoded UTF-8.
-    BadId,
+    /// A segment that is not valid percent-encoded UTF-8, or empty.
+    BadSegment(&'static str),
     /// Anything else.
     Unknown,
 }
@@ -27,36 +40,71 @@ pub fn parse(raw_path: &str, stage: &str) -> ControlPath {
     let trimmed = raw_path.strip_prefix('/').unwrap_or(raw_path);
     let segments: Vec<&str> = trimmed.split('/').collect();
     match segments.as_slice() {
-        ["healthz"] => ControlPath::Health,
-        ["metrics"] => ControlPath::Metrics,
-        [c, id] if is_connections(c) => connection(id),
-        [s, c, id] if is_connections(c) => {
-            if decode(s).as_deref() == Some(stage) {
-                connection(id)
-            } else {
-                ControlPath::WrongStage
+        ["healthz"] => return ControlPath::Health,
+        ["readyz"] => return ControlPath::Ready,
+        ["metrics"] => return ControlPath::Metrics,
+        ["openapi.json"] => return ControlPath::OpenApi,
+        _ => {}
+    }
+    match segments.split_first() {
+        Some((first, rest)) if !is_at(first) && !rest.is_empty() => match at_path(rest) {
+            ControlPath::Unknown => ControlPath::Unknown,
+            _ if decode(first).as_deref() != Some(stage) => ControlPath::WrongStage,
+            known => known,
+        },
+        _ => at_path(&segments),
+    }
+}
+
+/// The `@…` part of a path.
+fn at_path(rest: &[&str]) -> ControlPath {
+    match rest {
+        [c, id] if at(c, "connections") => match decode(id) {
+            Some(id) => ControlPath::Connection(id),
+            None => ControlPath::BadSegment("connectionId"),
+        },
+        [c, id, ch, name] if at(c, "connections") && *ch == "channels" => {
+            match (decode(id), decode(name)) {
+                (Some(id), Some(name)) => ControlPath::ConnectionChannel(id, name),
+                (None, _) => ControlPath::BadSegment("connectionId"),
+                (_, None) => ControlPath::BadSegment("channel"),
             }
         }
+        [c, name] if at(c, "channels") => match decode(name) {
+            Some(name) => ControlPath::Channel(name),
+            None => ControlPath::BadSegment("channel"),
+        },
+        [b] if at(b, "broadcast") => ControlPath::Broadcast,
+        [b] if at(b, "batch") => ControlPath::Batch,
         _ => ControlPath::Unknown,
     }
 }
 
-fn is_connections(segment: &str) -> bool {
-    segment == "@connections" || segment.eq_ignore_ascii_case("%40connections")
+fn is_at(segment: &str) -> bool {
+    segment.starts_with('@')
+        || segment
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("%40"))
+}
+
+/// `@name` or `%40name`.
+fn at(segment: &str, name: &str) -> bool {
+    if let Some(rest) = segment.strip_prefix('@') {
+        return rest == name;
+    }
+    segment.len() == name.len() + 3
+        && segment[..3].eq_ignore_ascii_case("%40")
+        && &segment[3..] == name
 }
 
 fn decode(segment: &str) -> Option<String> {
+    if segment.is_empty() {
+        return None;
+    }
     percent_decode_str(segment)
         .decode_utf8()
         .ok()
         .map(|s| s.into_owned())
-}
-
-fn connection(raw_id: &str) -> ControlPath {
-    match decode(raw_id) {
-        Some(id) if !id.is_empty() => ControlPath::Connection(id),
-        _ => ControlPath::BadId,
-    }
 }
 
 #[cfg(test)]
@@ -77,19 +125,46 @@ mod tests {
     }
 
     #[test]
+    fn fan_out_paths() {
+        assert_eq!(
+            parse("/prod/@connections/abc/channels/room%3A1", "prod"),
+            ControlPath::ConnectionChannel("abc".into(), "room:1".into())
+        );
+        assert_eq!(
+            parse("/@channels/news", "prod"),
+            ControlPath::Channel("news".into())
+        );
+        assert_eq!(
+            parse("/prod/%40channels/news", "prod"),
+            ControlPath::Channel("news".into())
+        );
+        assert_eq!(parse("/@broadcast", "prod"), ControlPath::Broadcast);
+        assert_eq!(parse("/prod/@batch", "prod"), ControlPath::Batch);
+    }
+
+    #[test]
     fn other_paths() {
         assert_eq!(parse("/healthz", "prod"), ControlPath::Health);
+        assert_eq!(parse("/readyz", "prod"), ControlPath::Ready);
         assert_eq!(parse("/metrics", "prod"), ControlPath::Metrics);
+        assert_eq!(parse("/openapi.json", "prod"), ControlPath::OpenApi);
         assert_eq!(
             parse("/dev/@connections/x", "prod"),
             ControlPath::WrongStage
         );
-        assert_eq!(parse("/@connections/", "prod"), ControlPath::BadId);
-        assert_eq!(parse("/@connections/%FF", "prod"), ControlPath::BadId);
+        assert_eq!(
+            parse("/@connections/", "prod"),
+            ControlPath::BadSegment("connectionId")
+        );
+        assert_eq!(
+            parse("/@connections/%FF", "prod"),
+            ControlPath::BadSegment("connectionId")
+        );
         assert_eq!(parse("/nope", "prod"), ControlPath::Unknown);
         assert_eq!(
             parse("/prod/@connections/a/b", "prod"),
             ControlPath::Unknown
         );
+        assert_eq!(parse("/prod/@connectionsx/a", "prod"), ControlPath::Unknown);
     }
 }

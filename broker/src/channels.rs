@@ -1,0 +1,199 @@
+//! Channel subscriptions on this node: channel name → its local subscribers.
+//!
+//! Sharded by channel (dashmap): a publish takes one shard's read lock while it queues the
+//! frame into each subscriber's outbox (which never waits), so publishes to different channels
+//! never contend, and subscribes only wait for publishes to the same shard.
+//!
+//! Invariant: a closed connection is in no channel. Subscribing checks, under the connection's
+//! channel-list lock, that its outbox is still open; cleanup closes the outbox first and then
+//! takes that list, so a subscribe racing the end of a connection either lands before cleanup
+//! (and is removed by it) or is refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::connection::Connection;
+use crate::id::ConnectionId;
+
+/// Longest channel name, bytes.
+pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+
+/// Checks a channel name: 1–128 characters of `A-Z a-z 0-9 - _ . : @ = +`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(format!(
+            "channel names are 1 to {MAX_CHANNEL_NAME_BYTES} characters long"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '=' | '+'))
+    }) {
+        return Err(format!(
+            "channel name {name:?} has {c:?}: use A-Z, a-z, 0-9 and - _ . : @ = +"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The connection is closing or closed.
+    Closed,
+    /// The connection is already in `max` channels.
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Channels {
+    map: DashMap<Arc<str>, HashMap<ConnectionId, Arc<Connection>>>,
+}
+
+impl Channels {
+    /// No channels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `conn` to `name` (idempotent). Returns true when it was not subscribed before.
+    pub fn subscribe(
+        &self,
+        name: &str,
+        conn: &Arc<Connection>,
+        max_per_connection: usize,
+    ) -> Result<bool, SubscribeError> {
+        let mut list = conn.channels_lock();
+        if conn.outbox.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        if list.iter().any(|c| &**c == name) {
+            return Ok(false);
+        }
+        if list.len() >= max_per_connection {
+            return Err(SubscribeError::TooMany {
+                max: max_per_connection,
+            });
+        }
+        let key: Arc<str> = match self.map.get(name) {
+            Some(entry) => Arc::clone(entry.key()),
+            None => Arc::from(name),
+        };
+        self.map
+            .entry(Arc::clone(&key))
+            .or_default()
+            .insert(conn.id, Arc::clone(conn));
+        list.push(key);
+        Ok(true)
+    }
+
+    /// Removes `conn` from `name`. Returns true when it was subscribed.
+    pub fn unsubscribe(&self, name: &str, conn: &Connection) -> bool {
+        let mut list = conn.channels_lock();
+        let Some(pos) = list.iter().position(|c| &**c == name) else {
+            return false;
+        };
+        list.swap_remove(pos);
+        self.remove_member(name, &conn.id);
+        true
+    }
+
+    /// Removes a closed connection from every channel it was in.
+    pub fn remove_connection(&self, conn: &Connection) {
+        let names = std::mem::take(&mut *conn.channels_lock());
+        for name in names {
+            self.remove_member(&name, &conn.id);
+        }
+    }
+
+    fn remove_member(&self, name: &str, id: &ConnectionId) {
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.map.entry(Arc::from(name)) {
+            e.get_mut().remove(id);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Calls `f` for every subscriber of `name`, holding only that channel's shard.
+    pub fn for_each_subscriber(&self, name: &str, mut f: impl FnMut(&Arc<Connection>)) {
+        if let Some(subs) = self.map.get(name) {
+            for conn in subs.values() {
+                f(conn);
+            }
+        }
+    }
+
+    /// Local subscribers of `name`.
+    pub fn subscriber_count(&self, name: &str) -> usize {
+        self.map.get(name).map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Channels with at least one local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::NodeTag;
+
+    fn conn() -> Arc<Connection> {
+        let id = ConnectionId::generate(NodeTag::of("t")).expect("rng");
+        Arc::new(Connection::new(
+            id,
+            0,
+            "127.0.0.1".parse().expect("ip"),
+            None,
+            "h".into(),
+            None,
+        ))
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("room:42").is_ok());
+        assert!(validate_name("a.b-c_d@e=f+g").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("has space").is_err());
+        assert!(validate_name("slash/no").is_err());
+        assert!(validate_name(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn subscribe_unsubscribe_cleanup() {
+        let ch = Channels::new();
+        let a = conn();
+        let b = conn();
+        assert_eq!(ch.subscribe("r", &a, 10), Ok(true));
+        assert_eq!(ch.subscribe("r", &a, 10), Ok(false));
+        assert_eq!(ch.subscribe("r", &b, 10), Ok(true));
+        assert_eq!(ch.subscribe("s", &a, 10), Ok(true));
+        assert_eq!(ch.subscriber_count("r"), 2);
+        assert!(ch.unsubscribe("r", &b));
+        assert!(!ch.unsubscribe("r", &b));
+        assert_eq!(ch.subscriber_count("r"), 1);
+        a.outbox.close();
+        ch.remove_connection(&a);
+        assert_eq!(ch.channel_count(), 0);
+        assert_eq!(ch.subscribe("r", &a, 10), Err(SubscribeError::Closed));
+    }
+
+    #[test]
+    fn per_connection_limit() {
+        let ch = Channels::new();
+        let a = conn();
+        assert_eq!(ch.subscribe("a", &a, 1), Ok(true));
+        assert_eq!(
+            ch.subscribe("b", &a, 1),
+            Err(SubscribeError::TooMany { max: 1 })
+        );
+    }
+}

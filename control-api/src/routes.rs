@@ -1,0 +1,274 @@
+//! The control API's operations and the table of routes that reach them. The dispatcher
+//! resolves requests through [`resolve`]; the OpenAPI document is generated from [`ROUTES`];
+//! a test checks that the two agree.
+
+use actix_web::http::Method;
+
+use crate::error::ApiError;
+use crate::path::ControlPath;
+
+/// A control-API operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /readyz`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /openapi.json`.
+    OpenApi,
+    /// AWS PostToConnection.
+    PostToConnection,
+    /// AWS GetConnection.
+    GetConnection,
+    /// AWS DeleteConnection (plus `?code=&reason=`).
+    DeleteConnection,
+    /// Subscribe a connection to a channel.
+    Subscribe,
+    /// Unsubscribe a connection from a channel.
+    Unsubscribe,
+    /// Publish to a channel.
+    Publish,
+    /// Count a channel's subscribers.
+    GetChannel,
+    /// Send to every connection.
+    Broadcast,
+    /// Several pushes and publishes in one request.
+    Batch,
+}
+
+impl Op {
+    /// Every operation.
+    pub const ALL: [Op; 13] = [
+        Op::Health,
+        Op::Ready,
+        Op::Metrics,
+        Op::OpenApi,
+        Op::PostToConnection,
+        Op::GetConnection,
+        Op::DeleteConnection,
+        Op::Subscribe,
+        Op::Unsubscribe,
+        Op::Publish,
+        Op::GetChannel,
+        Op::Broadcast,
+        Op::Batch,
+    ];
+
+    /// The name used in metrics and as the OpenAPI operationId.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Health => "Health",
+            Op::Ready => "Ready",
+            Op::Metrics => "Metrics",
+            Op::OpenApi => "OpenApi",
+            Op::PostToConnection => "PostToConnection",
+            Op::GetConnection => "GetConnection",
+            Op::DeleteConnection => "DeleteConnection",
+            Op::Subscribe => "Subscribe",
+            Op::Unsubscribe => "Unsubscribe",
+            Op::Publish => "Publish",
+            Op::GetChannel => "GetChannel",
+            Op::Broadcast => "Broadcast",
+            Op::Batch => "Batch",
+        }
+    }
+
+    /// Probes and scrapers call these without credentials.
+    pub fn is_public(self) -> bool {
+        matches!(self, Op::Health | Op::Ready | Op::Metrics | Op::OpenApi)
+    }
+}
+
+/// One route: method, path template, operation, one-line summary.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: &'static str,
+    /// OpenAPI path template, without the stage prefix.
+    pub path: &'static str,
+    /// The operation it reaches.
+    pub op: Op,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Also served under `/{stage}`.
+    pub staged: bool,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    op: Op,
+    summary: &'static str,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        op,
+        summary,
+        staged: true,
+    }
+}
+
+const fn plain(
+    method: &'static str,
+    path: &'static str,
+    op: Op,
+    summary: &'static str,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        op,
+        summary,
+        staged: false,
+    }
+}
+
+/// Every route the control API serves (staged ones also under `/{stage}`; see [`all_routes`]).
+pub const ROUTES: &[RouteSpec] = &[
+    plain(
+        "GET",
+        "/healthz",
+        Op::Health,
+        "Liveness: 200 while the process runs",
+    ),
+    plain(
+        "GET",
+        "/readyz",
+        Op::Ready,
+        "Readiness: 503 with a JSON reason while draining",
+    ),
+    plain(
+        "GET",
+        "/metrics",
+        Op::Metrics,
+        "Prometheus metrics (text format)",
+    ),
+    plain("GET", "/openapi.json", Op::OpenApi, "This document"),
+    route(
+        "POST",
+        "/@connections/{connectionId}",
+        Op::PostToConnection,
+        "Send the raw body to one connection (AWS PostToConnection)",
+    ),
+    route(
+        "GET",
+        "/@connections/{connectionId}",
+        Op::GetConnection,
+        "Describe one connection (AWS GetConnection)",
+    ),
+    route(
+        "DELETE",
+        "/@connections/{connectionId}",
+        Op::DeleteConnection,
+        "Close one connection (AWS DeleteConnection, plus code and reason)",
+    ),
+    route(
+        "PUT",
+        "/@connections/{connectionId}/channels/{channel}",
+        Op::Subscribe,
+        "Subscribe a connection to a channel",
+    ),
+    route(
+        "DELETE",
+        "/@connections/{connectionId}/channels/{channel}",
+        Op::Unsubscribe,
+        "Unsubscribe a connection from a channel",
+    ),
+    route(
+        "POST",
+        "/@channels/{channel}",
+        Op::Publish,
+        "Send the raw body to every subscriber of a channel",
+    ),
+    route(
+        "GET",
+        "/@channels/{channel}",
+        Op::GetChannel,
+        "Count a channel's subscribers",
+    ),
+    route(
+        "POST",
+        "/@broadcast",
+        Op::Broadcast,
+        "Send the raw body to every connection",
+    ),
+    route(
+        "POST",
+        "/@batch",
+        Op::Batch,
+        "Several pushes and publishes in one request",
+    ),
+];
+
+/// Every (method, full path template, route) the server answers, stage forms included.
+pub fn all_routes() -> Vec<(&'static str, String, &'static RouteSpec)> {
+    let mut out = Vec::new();
+    for r in ROUTES {
+        out.push((r.method, r.path.to_string(), r));
+        if r.staged {
+            out.push((r.method, format!("/{{stage}}{}", r.path), r));
+        }
+    }
+    out
+}
+
+/// The operation a request reaches, or the error for a path or method the API does not have.
+pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
+    let m = method.as_str();
+    let op = match (target, m) {
+        (ControlPath::Health, "GET") => Op::Health,
+        (ControlPath::Ready, "GET") => Op::Ready,
+        (ControlPath::Metrics, "GET") => Op::Metrics,
+        (ControlPath::OpenApi, "GET") => Op::OpenApi,
+        (ControlPath::Connection(_), "POST") => Op::PostToConnection,
+        (ControlPath::Connection(_), "GET") => Op::GetConnection,
+        (ControlPath::Connection(_), "DELETE") => Op::DeleteConnection,
+        (ControlPath::ConnectionChannel(..), "PUT") => Op::Subscribe,
+        (ControlPath::ConnectionChannel(..), "DELETE") => Op::Unsubscribe,
+        (ControlPath::Channel(_), "POST") => Op::Publish,
+        (ControlPath::Channel(_), "GET") => Op::GetChannel,
+        (ControlPath::Broadcast, "POST") => Op::Broadcast,
+        (ControlPath::Batch, "POST") => Op::Batch,
+        (ControlPath::Unknown, _) => return Err(ApiError::not_found()),
+        (ControlPath::WrongStage, _) => return Err(ApiError::forbidden()),
+        (ControlPath::BadSegment(what), _) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid {what}: not valid percent-encoded UTF-8, or empty"
+            )))
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowedException",
+                format!("{m} is not allowed on this path"),
+            ))
+        }
+    };
+    Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path;
+
+    #[test]
+    fn every_route_resolves_to_its_operation_and_every_operation_has_a_route() {
+        for (method, path, r) in all_routes() {
+            let concrete = path
+                .replace("{stage}", "prod")
+                .replace("{connectionId}", "AVpvRk1vGeeYed9gPVVeYgSb")
+                .replace("{channel}", "news");
+            let target = path::parse(&concrete, "prod");
+            let m = Method::from_bytes(method.as_bytes()).expect("method");
+            let op = resolve(&target, &m).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_eq!(op, r.op, "{method} {path}");
+        }
+        for op in Op::ALL {
+            assert!(ROUTES.iter().any(|r| r.op == op), "{op:?} has no route");
+        }
+    }
+}
