@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole Gangway test suite, runnable on a fresh Debian machine with a Rust toolchain:
-#   1. installs what the tests need and the machine lacks (python3 venv support);
-#   2. runs every Rust test (unit and integration: real nodes, clients and backends on 127.0.0.1:0);
+#   1. installs what the tests need and the machine lacks: python3 venv support (apt), and in
+#      .venv the AWS clients (boto3, awscli) and the Autobahn runner (kosoku) from PyPI;
+#   2. runs every Rust test (unit and integration: real nodes, clients and backends on
+#      127.0.0.1:0, and boto3/the AWS CLI against a node);
 #   3. runs the Autobahn WebSocket conformance cases against a real node (scripts/autobahn.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! .venv/bin/python -c 'import boto3, awscli, kosoku' 2>/dev/null; then
+  echo "test.sh: installing boto3, awscli and kosoku into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check boto3 awscli kosoku
 fi
 
 cargo build --workspace --bins

@@ -1,0 +1,67 @@
+//! The real AWS clients against a node: boto3's `apigatewaymanagementapi` and the AWS CLI, with
+//! SigV4 signatures verified (tests/aws_sdk.py drives them). scripts/test.sh installs boto3 and
+//! awscli into `.venv`.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const AKID: &str = "AKIDGANGWAYTEST";
+const SECRET: &str = "gangway/test+secret";
+
+fn python() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = root.join(".venv/bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import boto3, awscli"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} with boto3 and awscli is needed: run scripts/test.sh (it installs them)",
+        py.display()
+    );
+    py
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_and_the_aws_cli_work_unchanged_with_signatures_checked() {
+    let py = python();
+    let node = node(&format!(
+        "[routes.\"$default\"]\nintegration = \"mock\"\n\
+         [[control.aws_credentials]]\naccess_key_id = \"{AKID}\"\nsecret_access_key = \"{SECRET}\"\n"
+    ))
+    .await;
+    let mut ws = connect(&node).await;
+    eventually("registered", || node.broker.connection_count() == 1).await;
+    let id = node.broker.connection_ids().pop().expect("id");
+    let gone = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("gone"))
+        .expect("rng")
+        .to_string();
+    let endpoint = format!("{}/prod", control_url(&node));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/aws_sdk.py");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(script)
+            .args([&endpoint, &id, &gone, AKID, SECRET])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sdk checks failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(next_message(&mut ws).await, Message::text("from boto3"));
+    assert_eq!(next_message(&mut ws).await, Message::text("from cli"));
+    assert_eq!(expect_close(&mut ws).await.0, 1000);
+    println!("{stdout}");
+    node.shutdown().await;
+}
