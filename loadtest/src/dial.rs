@@ -41,7 +41,12 @@ pub async fn dial(url: &str, addr: SocketAddr, source: Option<IpAddr>) -> Result
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
     let _ = stream.set_nodelay(true);
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+    // tungstenite zero-fills its whole read buffer before every read: its 128 KiB default
+    // would cost the load generator more than the server it measures.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| match e {
             tokio_tungstenite::tungstenite::Error::Http(r) => format!("http {}", r.status()),

@@ -1,19 +1,27 @@
 //! `gangway-loadtest`: drives a real WebSocket server over real sockets and reports what it saw.
 //!
-//! Scenarios: `connect` (ramp N connections at R/s and hold them) and `echo` (round trips
-//! through an echoing route). Connections spread over several source addresses (127.0.0.x) to
-//! pass the per-address port limit. Every run is bounded in count and time and stops by itself;
-//! targets must be loopback addresses.
+//! Scenarios: `connect` (ramp and hold), `echo` (round trips through an echoing route),
+//! `fanout` (subscribers on channels, publishes over HTTP) and `direct` (pushes to connection
+//! ids). URLs are templates — `{channel}` and `{i}` in the WebSocket URL, `{channel}` in the
+//! publish URL, `{id}` in the push URL — so the same workload runs against Gangway or another
+//! server (nchan, a Node `ws` server). Every message carries a sequence number and a send
+//! timestamp. Every run is bounded in count and time and stops by itself; targets must be
+//! loopback addresses.
 
+mod backend;
 mod dial;
+mod publish;
 mod report;
 mod scenario;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
+
+use crate::publish::{Publish, Target};
+use crate::scenario::{DriverResult, Work};
 
 /// Load generator for Gangway and other WebSocket servers.
 #[derive(Debug, Parser)]
@@ -29,12 +37,17 @@ enum Scenario {
     Connect(ConnectArgs),
     /// Round trips through an echoing route: each connection sends, waits for the echo, repeats.
     Echo(EchoArgs),
+    /// N subscribers on C channels; publishes through HTTP; delivered/s, loss, latency.
+    Fanout(FanoutArgs),
+    /// Pushes to individual connection ids through HTTP (needs --backend-listen).
+    Direct(DirectArgs),
 }
 
 /// Options every scenario shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// WebSocket URL of the server under test (loopback only).
+    /// WebSocket URL template of the server under test (loopback only); `{i}` is the
+    /// connection's index, `{channel}` its channel.
     #[arg(long, default_value = "ws://127.0.0.1:8080/")]
     pub url: String,
     /// Connections to open.
@@ -49,6 +62,9 @@ pub struct Common {
     /// Print the result as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,7 +83,7 @@ struct EchoArgs {
     /// Seconds to run after the ramp.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Message size in bytes (at least 32: a sequence number and a timestamp lead each one).
+    /// Message size in bytes (at least 64: a stream, a sequence number and a timestamp lead).
     #[arg(long, default_value_t = 100)]
     size: usize,
     /// Messages in flight per connection.
@@ -75,53 +91,249 @@ struct EchoArgs {
     window: usize,
 }
 
-fn check_target(common: &Common) -> anyhow::Result<()> {
-    let url = common.url.as_str();
+#[derive(Debug, Clone, Args)]
+struct PublishArgs {
+    /// Seconds to publish after the ramp.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Message size in bytes (at least 64).
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Publish requests per second in all; 0 publishes as fast as --concurrency allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Publish requests in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Bearer token for the control API.
+    #[arg(long)]
+    token: Option<String>,
+    /// Run a `$connect` backend here (point the node's `$connect` route at it): it puts each
+    /// connection in the channel of its `ch` query parameter and learns connection ids.
+    #[arg(long)]
+    backend_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Publish URL template; `{channel}` is replaced by the channel name.
+    #[arg(long, default_value = "http://127.0.0.1:9090/@channels/{channel}")]
+    publish_url: String,
+    /// Channels; subscriber i joins channel i % C.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Channel names are <prefix>-<n>.
+    #[arg(long, default_value = "bench")]
+    channel_prefix: String,
+}
+
+#[derive(Debug, Args)]
+struct DirectArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Push URL template; `{id}` is replaced by a connection id.
+    #[arg(long, default_value = "http://127.0.0.1:9090/@connections/{id}")]
+    push_url: String,
+}
+
+fn check_loopback(url: &str) -> anyhow::Result<()> {
     let rest = url
-        .strip_prefix("ws://")
-        .context("only ws:// URLs are supported")?;
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        .split_once("://")
+        .map(|(_, r)| r)
+        .context("URL without a scheme")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = host == "localhost"
         || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
             .parse::<IpAddr>()
             .map(|ip| ip.is_loopback())
             .unwrap_or(false);
     if !loopback {
         bail!("refusing to load-test {host}: targets must be loopback addresses");
     }
+    Ok(())
+}
+
+fn check_common(common: &Common) -> anyhow::Result<()> {
+    if !common.url.starts_with("ws://") {
+        bail!("only ws:// URLs are supported");
+    }
+    check_loopback(&common.url)?;
     if common.connections == 0 || common.connections > 1_000_000 {
         bail!("--connections must be between 1 and 1000000");
+    }
+    if common.source_ips.iter().any(|ip| !ip.is_loopback()) {
+        bail!("--source-ips must be loopback addresses");
     }
     Ok(())
 }
 
+fn check_publish(p: &PublishArgs) -> anyhow::Result<()> {
+    if p.size < 64 {
+        bail!("--size must be at least 64");
+    }
+    if let Some(addr) = p.backend_listen {
+        if !addr.ip().is_loopback() {
+            bail!("--backend-listen must be a loopback address");
+        }
+    }
+    Ok(())
+}
+
+fn publish_how(p: &PublishArgs) -> Publish {
+    Publish {
+        rate: p.rate.max(0.0),
+        concurrency: p.concurrency.clamp(1, 1024),
+        size: p.size,
+        token: p.token.clone(),
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s.min(3_600))
+}
+
+type NoDriver = fn(Duration) -> std::future::Ready<DriverResult>;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.scenario {
+    let (result, json) = match cli.scenario {
         Scenario::Connect(a) => {
-            check_target(&a.common)?;
-            let result =
-                scenario::connect(&a.common, Duration::from_secs(a.hold_secs.min(3_600))).await;
-            report::print(&result, a.common.json);
-        }
-        Scenario::Echo(a) => {
-            check_target(&a.common)?;
-            if a.size < 32 {
-                bail!("--size must be at least 32");
-            }
-            let result = scenario::echo(
+            check_common(&a.common)?;
+            let url = a.common.url.clone();
+            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let r = scenario::run(
                 &a.common,
-                Duration::from_secs(a.duration_secs.min(3_600)),
-                a.size,
-                a.window.clamp(1, 1024),
+                "connect",
+                Work::Hold,
+                &url_for,
+                secs(a.hold_secs),
+                None::<NoDriver>,
             )
             .await;
-            report::print(&result, a.common.json);
+            (r, a.common.json)
         }
-    }
+        Scenario::Echo(a) => {
+            check_common(&a.common)?;
+            if a.size < 64 {
+                bail!("--size must be at least 64");
+            }
+            let url = a.common.url.clone();
+            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let work = Work::Echo {
+                size: a.size,
+                window: a.window.clamp(1, 1024),
+            };
+            let r = scenario::run(
+                &a.common,
+                "echo",
+                work,
+                &url_for,
+                secs(a.duration_secs),
+                None::<NoDriver>,
+            )
+            .await;
+            (r, a.common.json)
+        }
+        Scenario::Fanout(a) => {
+            check_common(&a.common)?;
+            check_publish(&a.publish)?;
+            check_loopback(&a.publish_url)?;
+            if a.channels == 0 {
+                bail!("--channels must be at least 1");
+            }
+            if let Some(addr) = a.publish.backend_listen {
+                backend::start(addr).await?;
+            }
+            let prefix = a.channel_prefix.clone();
+            let name = move |c: usize| format!("{prefix}-{c}");
+            let url = a.common.url.clone();
+            let channels = a.channels;
+            let channel_of = name.clone();
+            let url_for = move |i: usize| {
+                url.replace("{i}", &i.to_string())
+                    .replace("{channel}", &channel_of(i % channels))
+            };
+            let n = a.common.connections;
+            let targets: Vec<Target> = (0..channels)
+                .map(|c| Target {
+                    url: a.publish_url.replace("{channel}", &name(c)),
+                    deliveries: ((n + channels - 1 - c) / channels) as u64,
+                })
+                .collect();
+            let how = publish_how(&a.publish);
+            let driver = move |d: Duration| publish::drive(targets, how, d);
+            let r = scenario::run(
+                &a.common,
+                "fanout",
+                Work::Receive,
+                &url_for,
+                secs(a.publish.duration_secs),
+                Some(driver),
+            )
+            .await;
+            (r, a.common.json)
+        }
+        Scenario::Direct(a) => {
+            check_common(&a.common)?;
+            check_publish(&a.publish)?;
+            check_loopback(&a.push_url)?;
+            let addr = a
+                .publish
+                .backend_listen
+                .context("direct needs --backend-listen (and the node's $connect route pointing at it) to learn connection ids")?;
+            if !a.common.url.contains("{i}") {
+                bail!("direct needs {{i}} in --url, e.g. ws://127.0.0.1:8080/?i={{i}}");
+            }
+            let registry = backend::start(addr).await?;
+            let url = a.common.url.clone();
+            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let n = a.common.connections;
+            let how = publish_how(&a.publish);
+            let push_url = a.push_url.clone();
+            let driver = move |d: Duration| {
+                let targets: Vec<Target> = (0..n)
+                    .filter_map(|i| registry.id(i))
+                    .map(|id| Target {
+                        url: push_url.replace("{id}", &id),
+                        deliveries: 1,
+                    })
+                    .collect();
+                async move {
+                    if targets.is_empty() {
+                        let mut r = DriverResult::default();
+                        r.errors.insert(
+                            "no connection ids: is $connect pointed at --backend-listen?".into(),
+                            1,
+                        );
+                        return r;
+                    }
+                    publish::drive(targets, how, d).await
+                }
+            };
+            let r = scenario::run(
+                &a.common,
+                "direct",
+                Work::Receive,
+                &url_for,
+                secs(a.publish.duration_secs),
+                Some(driver),
+            )
+            .await;
+            (r, a.common.json)
+        }
+    };
+    report::print(&result, json);
     Ok(())
 }

@@ -64,6 +64,24 @@ pub struct RunResult {
     pub round_trip_latency: Percentiles,
     /// Connections that closed or failed while held.
     pub dropped_while_held: u64,
+    /// Publish or push requests that succeeded (fanout, direct).
+    pub published: u64,
+    /// Failed publish requests, by cause.
+    pub publish_errors: BTreeMap<String, u64>,
+    /// Successful publish requests per second.
+    pub publishes_per_sec: f64,
+    /// Publish request latency.
+    pub publish_latency: Percentiles,
+    /// Deliveries the successful publishes should have caused.
+    pub expected_deliveries: u64,
+    /// Expected deliveries that never arrived.
+    pub lost: u64,
+    /// Messages received twice.
+    pub duplicates: u64,
+    /// Deliveries per second, from the first publish to the last delivery.
+    pub deliveries_per_sec: f64,
+    /// Publish-to-receive latency.
+    pub delivery_latency: Percentiles,
 }
 
 /// Prints a human summary, or JSON.
@@ -87,6 +105,31 @@ pub fn print(r: &RunResult, json: bool) {
     }
     if r.dropped_while_held > 0 {
         println!("dropped while held: {}", r.dropped_while_held);
+    }
+    if r.published > 0 || !r.publish_errors.is_empty() {
+        println!(
+            "published: {} requests ({:.0}/s), request p50 {:.2} ms p99 {:.2} ms; errors {:?}",
+            r.published,
+            r.publishes_per_sec,
+            r.publish_latency.p50_ms,
+            r.publish_latency.p99_ms,
+            r.publish_errors
+        );
+        println!(
+            "delivered: {}/{} ({} lost, {} duplicates, {} out of order), {:.0} deliveries/s",
+            r.received,
+            r.expected_deliveries,
+            r.lost,
+            r.duplicates,
+            r.out_of_order,
+            r.deliveries_per_sec
+        );
+        let l = &r.delivery_latency;
+        println!(
+            "publish to receive: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        );
+        return;
     }
     if r.sent > 0 {
         println!(

@@ -1,10 +1,12 @@
-//! The scenarios: ramp connections, hold them, and (echo) measure round trips.
+//! The engine every scenario runs on: ramp connections, then work (hold, echo, or receive while
+//! a driver publishes), then drain and report.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
@@ -16,50 +18,105 @@ use crate::dial::{dial, resolve, Ws};
 use crate::report::{Percentiles, RunResult};
 use crate::Common;
 
-/// What each connection task does once it is open.
+/// What each connection does once every connection is open.
 #[derive(Clone, Copy)]
-enum Work {
+pub enum Work {
+    /// Stay connected, answer pings.
     Hold,
-    Echo { size: usize, window: usize },
+    /// Send, wait for the echo, repeat (`window` in flight).
+    Echo {
+        /// Message size.
+        size: usize,
+        /// Messages in flight.
+        window: usize,
+    },
+    /// Receive stamped messages sent by a driver (publishes or pushes).
+    Receive,
+}
+
+/// What a driver (the publishing side) reports.
+#[derive(Debug, Default)]
+pub struct DriverResult {
+    /// Requests that succeeded.
+    pub published: u64,
+    /// Deliveries those requests should cause.
+    pub expected_deliveries: u64,
+    /// Failed requests, by cause.
+    pub errors: BTreeMap<String, u64>,
+    /// Request latency, µs.
+    pub request_latency: Option<Histogram<u64>>,
+    /// How long the driver ran.
+    pub elapsed: Duration,
 }
 
 struct Shared {
     stop: watch::Receiver<bool>,
     dropped: AtomicU64,
-    base: Instant,
+    received: AtomicU64,
+    progress: Option<indicatif::ProgressBar>,
 }
 
 #[derive(Default)]
 struct TaskOutcome {
-    rtt: Option<Histogram<u64>>,
+    latency: Option<Histogram<u64>>,
     sent: u64,
     received: u64,
     out_of_order: u64,
+    duplicates: u64,
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s, 3 significant digits; these bounds are constants, so creation cannot fail.
+/// A histogram of microseconds, 1 µs to 60 s.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
 }
 
-/// `connect`: ramp and hold.
-pub async fn connect(common: &Common, hold: Duration) -> RunResult {
-    run(common, hold, Work::Hold, "connect").await
+/// Microseconds since the Unix epoch: the timestamp every stamped message carries.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
-/// `echo`: ramp, then round trips for `duration`.
-pub async fn echo(common: &Common, duration: Duration, size: usize, window: usize) -> RunResult {
-    run(common, duration, Work::Echo { size, window }, "echo").await
+/// A stamped message body: `<stream> <seq> <send time µs> ` padded to `size` bytes.
+pub fn stamp(stream: u64, seq: u64, size: usize) -> String {
+    let mut s = format!("{stream:010} {seq:020} {:020} ", now_us());
+    while s.len() < size {
+        s.push('x');
+    }
+    s
 }
 
-async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResult {
+fn parse_stamp(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.split(' ');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+/// Runs one scenario. `url_for(i)` is connection `i`'s URL; `driver`, if any, runs for `hold`
+/// once every connection is open, and its expected deliveries decide how long to drain.
+pub async fn run<F, Fut>(
+    common: &Common,
+    name: &str,
+    work: Work,
+    url_for: &(dyn Fn(usize) -> String + Sync),
+    hold: Duration,
+    driver: Option<F>,
+) -> RunResult
+where
+    F: FnOnce(Duration) -> Fut,
+    Fut: Future<Output = DriverResult>,
+{
     let mut result = RunResult {
         scenario: name.into(),
         connections_requested: common.connections,
         ..RunResult::default()
     };
-    let addr = match resolve(&common.url).await {
+    let addr = match resolve(&url_for(0)).await {
         Ok(a) => a,
         Err(e) => {
             result
@@ -68,11 +125,21 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
             return result;
         }
     };
+    let progress = (!common.json && !common.quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(common.connections as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("connecting");
+        bar
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         stop: stop_rx,
         dropped: AtomicU64::new(0),
-        base: Instant::now(),
+        received: AtomicU64::new(0),
+        progress: progress.clone(),
     });
     let (opened_tx, mut opened_rx) = mpsc::channel::<Result<Duration, String>>(1024);
     let (go_tx, go_rx) = watch::channel(false);
@@ -84,14 +151,13 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
     } else {
         common.source_ips.iter().copied().map(Some).collect()
     };
-    let url = Arc::new(common.url.clone());
     for i in 0..common.connections {
         let due = ramp_started + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         let source = sources[i % sources.len()];
         let opened_tx = opened_tx.clone();
         let shared = Arc::clone(&shared);
-        let url = Arc::clone(&url);
+        let url = url_for(i);
         let mut go = go_rx.clone();
         tasks.spawn(async move {
             let t0 = Instant::now();
@@ -106,8 +172,10 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
                 }
             };
             drop(opened_tx);
-            // Wait until every connection is open, then work.
-            let _ = go.wait_for(|g| *g).await;
+            // Receivers read from the start; the others wait until every connection is open.
+            if !matches!(work, Work::Receive) {
+                let _ = go.wait_for(|g| *g).await;
+            }
             work_on(ws, work, &shared).await
         });
     }
@@ -116,6 +184,9 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut established = 0;
     while let Some(r) = opened_rx.recv().await {
+        if let Some(p) = &progress {
+            p.inc(1);
+        }
         match r {
             Ok(d) => {
                 established += 1;
@@ -130,11 +201,32 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
     result.connect_latency = Percentiles::from_us(&latency);
     result.connects_per_sec = established as f64 / ramp.as_secs_f64().max(1e-9);
 
+    if let Some(p) = &progress {
+        p.set_message(name.to_string());
+        p.set_length(0);
+        p.set_position(0);
+    }
     let window_started = Instant::now();
     let _ = go_tx.send(true);
-    tokio::time::sleep(hold).await;
-    let _ = stop_tx.send(true);
+    let driven = match driver {
+        Some(d) => Some(d(hold).await),
+        None => {
+            tokio::time::sleep(hold).await;
+            None
+        }
+    };
     let measured = window_started.elapsed();
+    if let Some(d) = &driven {
+        // Drain: wait (up to 5 s) for the deliveries the driver caused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.received.load(Ordering::Relaxed) < d.expected_deliveries
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let last_delivery = window_started.elapsed();
+    let _ = stop_tx.send(true);
     let mut rtt = histogram();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
@@ -142,15 +234,36 @@ async fn run(common: &Common, hold: Duration, work: Work, name: &str) -> RunResu
             result.sent += o.sent;
             result.received += o.received;
             result.out_of_order += o.out_of_order;
-            if let Some(h) = o.rtt {
+            result.duplicates += o.duplicates;
+            if let Some(h) = o.latency {
                 let _ = rtt.add(&h);
             }
         }
     }
     tasks.abort_all();
-    result.round_trip_latency = Percentiles::from_us(&rtt);
-    result.round_trips_per_sec = result.received as f64 / measured.as_secs_f64().max(1e-9);
+    if let Some(p) = &progress {
+        p.finish_and_clear();
+    }
     result.dropped_while_held = shared.dropped.load(Ordering::Relaxed);
+    match driven {
+        None => {
+            result.round_trip_latency = Percentiles::from_us(&rtt);
+            result.round_trips_per_sec = result.received as f64 / measured.as_secs_f64().max(1e-9);
+        }
+        Some(d) => {
+            result.published = d.published;
+            result.publish_errors = d.errors;
+            result.publishes_per_sec = d.published as f64 / d.elapsed.as_secs_f64().max(1e-9);
+            if let Some(h) = &d.request_latency {
+                result.publish_latency = Percentiles::from_us(h);
+            }
+            result.expected_deliveries = d.expected_deliveries;
+            result.lost = d.expected_deliveries.saturating_sub(result.received);
+            result.deliveries_per_sec =
+                result.received as f64 / last_delivery.as_secs_f64().max(1e-9);
+            result.delivery_latency = Percentiles::from_us(&rtt);
+        }
+    }
     result
 }
 
@@ -170,19 +283,52 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
                 },
             }
         },
+        Work::Receive => {
+            let mut h = histogram();
+            let mut last_seq: Option<u64> = None;
+            let mut seen: Vec<u64> = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = stopped(&mut stop) => break,
+                    m = ws.next() => match m {
+                        Some(Ok(Message::Text(t))) => {
+                            let Some((_, seq, ts)) = parse_stamp(t.as_str()) else { continue };
+                            let word = (seq / 64) as usize;
+                            if seen.len() <= word {
+                                seen.resize(word + 1, 0);
+                            }
+                            if seen[word] & (1 << (seq % 64)) != 0 {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                            seen[word] |= 1 << (seq % 64);
+                            if last_seq.is_some_and(|l| seq < l) {
+                                outcome.out_of_order += 1;
+                            }
+                            last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
+                            outcome.received += 1;
+                            shared.received.fetch_add(1, Ordering::Relaxed);
+                            let _ = h.record(now_us().saturating_sub(ts).max(1));
+                            if let Some(p) = &shared.progress {
+                                p.inc(1);
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+            outcome.latency = Some(h);
+        }
         Work::Echo { size, window } => {
             let mut h = histogram();
             let mut seq: u64 = 0;
             let mut expect: u64 = 0;
-            let pad = "x".repeat(size);
-            let frame = |seq: u64, base: Instant| {
-                let ts = base.elapsed().as_nanos() as u64;
-                let mut s = format!("{seq:020} {ts:020} ");
-                s.push_str(&pad[..size.saturating_sub(s.len())]);
-                Message::text(s)
-            };
             for _ in 0..window {
-                if ws.send(frame(seq, shared.base)).await.is_err() {
+                if ws.send(Message::text(stamp(0, seq, size))).await.is_err() {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
                     return outcome;
                 }
@@ -194,19 +340,16 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
                     _ = stopped(&mut stop), if !stopping => stopping = true,
                     m = ws.next() => match m {
                         Some(Ok(Message::Text(t))) => {
-                            let mut parts = t.split(' ');
-                            let got: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(u64::MAX);
-                            let ts: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                            let (got, ts) = parse_stamp(t.as_str()).map(|(_, s, ts)| (s, ts)).unwrap_or((u64::MAX, 0));
                             if got != expect {
                                 outcome.out_of_order += 1;
                             }
                             expect = got.wrapping_add(1);
                             outcome.received += 1;
-                            let now = shared.base.elapsed().as_nanos() as u64;
-                            let _ = h.record((now.saturating_sub(ts) / 1000).max(1));
+                            let _ = h.record(now_us().saturating_sub(ts).max(1));
                             if stopping {
                                 if outcome.received >= seq { break; }
-                            } else if ws.send(frame(seq, shared.base)).await.is_err() {
+                            } else if ws.send(Message::text(stamp(0, seq, size))).await.is_err() {
                                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                                 break;
                             } else {
@@ -222,7 +365,7 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
                 }
             }
             outcome.sent = seq;
-            outcome.rtt = Some(h);
+            outcome.latency = Some(h);
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
