@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Gangway test suite, runnable on a fresh Debian machine with a Rust toolchain:
-#   1. installs what the tests need and the machine lacks: python3 venv support (apt), and in
+#   1. installs what the tests need and the machine lacks: redis-server and python3 venv
+#      support (apt), and in
 #      .venv the AWS clients (boto3, awscli) and the Autobahn runner (kosoku) from PyPI;
 #   2. runs every Rust test (unit and integration: real nodes, clients and backends on
 #      127.0.0.1:0, and boto3/the AWS CLI against a node);
@@ -11,6 +12,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The cluster tests start their own redis-server processes on free ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

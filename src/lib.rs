@@ -90,6 +90,10 @@ impl Node {
         let websocket_addr = bound(ws_listener.local_addr(), "websocket", ws_addr)?;
         let control_local = bound(control_listener.local_addr(), "control", control_addr)?;
         let broker = Broker::new(config)?;
+        // Join the cluster before serving, so connections are recorded from the first one.
+        if !broker.wait_joined(std::time::Duration::from_secs(3)).await {
+            tracing::warn!("Redis did not answer: serving local traffic; cross-node calls answer 503 until it does");
+        }
         let server =
             gangway_control_api::serve(broker.clone(), control_listener, ServerOptions::default())
                 .map_err(|source| StartError::Bind {

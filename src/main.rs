@@ -131,9 +131,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    if config.cluster.redis_url.is_some() {
-        tracing::warn!("[cluster] redis_url is set, but cluster mode is not available in this build: running as a single node");
-    }
     let node = Node::start(config).await?;
     wait_for_signal().await?;
     tracing::info!("signal received: draining (a second signal exits at once)");

@@ -276,7 +276,7 @@ async fn full_send_queue_answers_429_and_disconnects_the_slow_client() {
     let payload = bytes::Bytes::from(vec![b'x'; 16384]);
     let mut limited = false;
     for _ in 0..20_000 {
-        match node.broker.post_to_connection(&id, payload.clone()) {
+        match node.broker.post_to_connection(&id, payload.clone()).await {
             Ok(()) => tokio::task::yield_now().await,
             Err(gangway_broker::ConnectionError::LimitExceeded) => {
                 limited = true;

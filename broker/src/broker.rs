@@ -3,6 +3,7 @@
 //! Everything the control API needs (push, get, delete) is a synchronous, non-blocking call on
 //! [`Broker`], so it can be used from any runtime or thread.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::channels::{self, Channels, SubscribeError};
 use crate::close;
+use crate::cluster::wire::Op;
+use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::id::{ConnectionId, InvalidConnectionId, NodeTag};
@@ -35,6 +38,9 @@ pub enum BrokerError {
     /// The webhook client could not be built.
     #[error(transparent)]
     Client(#[from] ClientBuildError),
+    /// The Redis URL cannot be used.
+    #[error("cannot use [cluster] redis_url: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// Why an operation on a connection id failed. The control API maps each to an HTTP status.
@@ -69,6 +75,29 @@ pub enum ConnectionError {
         /// `max_channels_per_connection`.
         max: usize,
     },
+    /// The owner node refused the operation with this status (400 or 413) and message.
+    #[error("{1}")]
+    Rejected(u16, String),
+    /// The cluster cannot answer now: Redis unreachable, or the owner node silent (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ConnectionError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ConnectionError::BadId(_)
+            | ConnectionError::InvalidClose(_)
+            | ConnectionError::InvalidChannel(_)
+            | ConnectionError::TooManyChannels { .. } => 400,
+            ConnectionError::Gone => 410,
+            ConnectionError::PayloadTooLarge { .. } => 413,
+            ConnectionError::LimitExceeded => 429,
+            ConnectionError::Rejected(status, _) => *status,
+            ConnectionError::Unavailable(_) => 503,
+        }
+    }
 }
 
 /// What a publish or broadcast did on this node.
@@ -80,10 +109,13 @@ pub struct FanOut {
     pub dropped_queue_full: usize,
     /// Recipients that were closing.
     pub dropped_closing: usize,
+    /// The message could not be handed to the cluster (Redis unreachable): only this node's
+    /// subscribers got it.
+    pub cluster_failed: bool,
 }
 
 /// What GetConnection returns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionInfo {
     /// ms since the epoch.
     pub connected_at_ms: i64,
@@ -95,6 +127,25 @@ pub struct ConnectionInfo {
     pub user_agent: Option<String>,
 }
 
+impl ConnectionInfo {
+    fn of(conn: &Connection) -> ConnectionInfo {
+        ConnectionInfo {
+            connected_at_ms: conn.connected_at_ms,
+            last_active_at_ms: conn.last_active_ms(),
+            source_ip: conn.source_ip.to_string(),
+            user_agent: conn.user_agent.as_deref().map(str::to_string),
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn from_json(body: &[u8]) -> Option<ConnectionInfo> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
 /// State shared by every task of the node.
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
@@ -102,6 +153,8 @@ pub(crate) struct Shared {
     pub(crate) node_tag: NodeTag,
     pub(crate) registry: Registry,
     pub(crate) channels: Channels,
+    /// Cluster membership, when `[cluster] redis_url` is set.
+    pub(crate) cluster: std::sync::OnceLock<Arc<Cluster>>,
     pub(crate) integrations: Integrations,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ws_config: WebSocketConfig,
@@ -129,10 +182,12 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Builds a node from a validated config. Generates the node id and webhook secret when
-    /// the config has none (the generated secret is logged once, so backends can use it).
+    /// the config has none (the generated secret is logged once, so backends can use it). With
+    /// `[cluster] redis_url` it joins the cluster, and must then be called inside a tokio
+    /// runtime.
     ///
     /// # Errors
-    /// Fails when the webhook HTTP client cannot be built.
+    /// Fails when the webhook HTTP client cannot be built or the Redis URL is unusable.
     pub fn new(config: Config) -> Result<Broker, BrokerError> {
         let node_id = config.cluster.node_id.clone().unwrap_or_else(|| {
             let mut raw = [0u8; 6];
@@ -164,21 +219,36 @@ impl Broker {
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_frame_bytes))
             .accept_unmasked_frames(false);
-        Ok(Broker {
-            shared: Arc::new(Shared {
-                node_tag: NodeTag::of(&node_id),
-                node_id,
-                config: Arc::new(config),
-                registry: Registry::new(),
-                channels: Channels::new(),
-                integrations,
-                metrics,
-                ws_config,
-                shutdown: CancellationToken::new(),
-                connections: TaskTracker::new(),
-                disconnects: TaskTracker::new(),
-            }),
-        })
+        let settings = config
+            .cluster
+            .redis_url
+            .clone()
+            .map(|redis_url| ClusterSettings {
+                redis_url,
+                heartbeat: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+                node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
+                rpc_timeout: Duration::from_millis(config.cluster.rpc_timeout_ms),
+            });
+        let shared = Arc::new(Shared {
+            node_tag: NodeTag::of(&node_id),
+            node_id,
+            config: Arc::new(config),
+            registry: Registry::new(),
+            channels: Channels::new(),
+            cluster: std::sync::OnceLock::new(),
+            integrations,
+            metrics,
+            ws_config,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            disconnects: TaskTracker::new(),
+        });
+        if let Some(settings) = settings {
+            // Redis is connected lazily: the node starts (not ready) even while Redis is down.
+            let cluster = Cluster::start(&shared, settings)?;
+            let _ = shared.cluster.set(cluster);
+        }
+        Ok(Broker { shared })
     }
 
     /// The configuration this node runs with.
@@ -215,6 +285,15 @@ impl Broker {
         self.shared.shutdown.is_cancelled()
     }
 
+    /// In cluster mode, waits (at most `limit`) until the node has joined; true when it has,
+    /// or when there is no cluster. A node that has not joined still serves local traffic.
+    pub async fn wait_joined(&self, limit: Duration) -> bool {
+        match self.shared.cluster.get() {
+            Some(c) => c.wait_joined(limit).await,
+            None => true,
+        }
+    }
+
     /// Accepts WebSocket clients on `listener` until [`Broker::shutdown`] is called.
     pub async fn serve(&self, listener: TcpListener) {
         crate::listener::accept_loop(Arc::clone(&self.shared), listener).await
@@ -244,25 +323,98 @@ impl Broker {
         {
             tracing::warn!("shutdown grace period ended with $disconnect events still pending");
         }
+        if let Some(c) = s.cluster.get() {
+            c.deregister().await;
+        }
     }
 
-    fn lookup(&self, id: &str) -> Result<Arc<Connection>, ConnectionError> {
-        let id = ConnectionId::parse(id)?;
-        self.shared.registry.get(&id).ok_or(ConnectionError::Gone)
+    /// Why the node is not ready, if it is not: draining, or Redis unreachable.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.is_shutting_down() {
+            Some("draining")
+        } else if self.shared.cluster.get().is_some_and(|c| !c.is_up()) {
+            Some("redis unreachable")
+        } else {
+            None
+        }
+    }
+
+    /// The cluster membership, when the id belongs to another node and clustering is on.
+    fn remote(&self, id: ConnectionId) -> Option<&Arc<Cluster>> {
+        if id.node() == self.shared.node_tag {
+            None
+        } else {
+            self.shared.cluster.get()
+        }
     }
 
     /// PostToConnection: queues `data` for the client — a text frame when it is UTF-8, binary
-    /// otherwise. Never waits on the client.
-    pub fn post_to_connection(&self, id: &str, data: Bytes) -> Result<(), ConnectionError> {
-        let max = self.shared.config.limits.max_message_bytes;
-        if data.len() > max {
-            return Err(ConnectionError::PayloadTooLarge {
-                size: data.len(),
-                max,
-            });
+    /// otherwise. Never waits on the client; a connection on another node is reached through
+    /// the cluster and its owner's answer is returned.
+    pub async fn post_to_connection(&self, id: &str, data: Bytes) -> Result<(), ConnectionError> {
+        self.check_size(&data)?;
+        let cid = ConnectionId::parse(id)?;
+        match self.remote(cid) {
+            Some(c) => remote_result(c.call(cid, Op::Post(data.to_vec())).await?).map(|_| ()),
+            None => {
+                let conn = lookup(&self.shared, cid)?;
+                self.deliver(&conn, crate::frame::text_or_binary(&data), "push")
+            }
         }
-        let conn = self.lookup(id)?;
-        self.deliver(&conn, crate::frame::text_or_binary(&data), "push")
+    }
+
+    /// Many pushes at once (a batch): this node's connections are served in order at once; the
+    /// pushes for each other node travel together in one message, and the nodes are asked
+    /// concurrently. One result per push, in the given order.
+    pub async fn post_many(
+        &self,
+        pushes: Vec<(ConnectionId, Bytes)>,
+    ) -> Vec<Result<(), ConnectionError>> {
+        let mut results: Vec<Option<Result<(), ConnectionError>>> = vec![None; pushes.len()];
+        let mut remote: HashMap<NodeTag, Vec<(usize, ConnectionId, Vec<u8>)>> = HashMap::new();
+        for (i, (cid, data)) in pushes.into_iter().enumerate() {
+            match self.remote(cid) {
+                Some(_) => remote
+                    .entry(cid.node())
+                    .or_default()
+                    .push((i, cid, data.to_vec())),
+                None => results[i] = Some(post_local(&self.shared, cid, &data)),
+            }
+        }
+        if let Some(cluster) = self.shared.cluster.get() {
+            let calls = remote.into_values().map(|group| async move {
+                let first = group[0].1;
+                let indices: Vec<usize> = group.iter().map(|(i, _, _)| *i).collect();
+                let op = Op::PostMany(group.into_iter().map(|(_, c, d)| (c, d)).collect());
+                let answer = cluster.call(first, op).await;
+                (indices, answer)
+            });
+            for (indices, answer) in futures_util::future::join_all(calls).await {
+                match answer
+                    .map_err(ConnectionError::from)
+                    .and_then(remote_result)
+                {
+                    Ok(body) => {
+                        for (k, i) in indices.into_iter().enumerate() {
+                            let status = body
+                                .get(2 * k..2 * k + 2)
+                                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                                .unwrap_or(503);
+                            results[i] = Some(remote_result((status, Vec::new())).map(|_| ()));
+                        }
+                    }
+                    Err(e) => {
+                        for i in indices {
+                            results[i] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ConnectionError::Gone)))
+            .collect()
     }
 
     /// Queues an encoded frame on a connection, applying its slow-consumer policy, and counts it.
@@ -275,30 +427,56 @@ impl Broker {
         deliver(&self.shared, conn, frame, source)
     }
 
-    /// Subscribes a connection to a channel (idempotent).
-    pub fn subscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+    /// Subscribes a connection to a channel (idempotent). Returns once the subscription is
+    /// live cluster-wide, so a publish right after it reaches the connection.
+    pub async fn subscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
         channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
-        let conn = self.lookup(id)?;
-        subscribe(&self.shared, &conn, channel)
+        let cid = ConnectionId::parse(id)?;
+        match self.remote(cid) {
+            Some(c) => {
+                remote_result(c.call(cid, Op::Subscribe(channel.to_string())).await?).map(|_| ())
+            }
+            None => {
+                let conn = lookup(&self.shared, cid)?;
+                subscribe(&self.shared, &conn, channel).await
+            }
+        }
     }
 
     /// Unsubscribes a connection from a channel (idempotent for a live connection).
-    pub fn unsubscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+    pub async fn unsubscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
         channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
-        let conn = self.lookup(id)?;
-        self.shared.channels.unsubscribe(channel, &conn);
-        Ok(())
+        let cid = ConnectionId::parse(id)?;
+        match self.remote(cid) {
+            Some(c) => {
+                remote_result(c.call(cid, Op::Unsubscribe(channel.to_string())).await?).map(|_| ())
+            }
+            None => {
+                let conn = lookup(&self.shared, cid)?;
+                unsubscribe(&self.shared, &conn, channel).await;
+                Ok(())
+            }
+        }
     }
 
-    /// Local subscribers of a channel.
-    pub fn subscriber_count(&self, channel: &str) -> Result<usize, ConnectionError> {
-        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
-        Ok(self.shared.channels.subscriber_count(channel))
+    /// Subscribers of a channel on this node only (no cluster round trip).
+    pub fn local_subscriber_count(&self, channel: &str) -> usize {
+        self.shared.channels.subscriber_count(channel)
     }
 
-    /// Sends `data` to every local subscriber of `channel` except `exclude`. The frame is
-    /// encoded once and shared; no subscriber is waited for.
-    pub fn publish(
+    /// Subscribers of a channel on every node.
+    pub async fn subscriber_count(&self, channel: &str) -> Result<u64, ConnectionError> {
+        channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
+        let local = self.shared.channels.subscriber_count(channel) as u64;
+        match self.shared.cluster.get() {
+            Some(c) => Ok(local + c.remote_subscribers(channel).await?),
+            None => Ok(local),
+        }
+    }
+
+    /// Sends `data` to every subscriber of `channel` (on every node) except `exclude`. The frame
+    /// is encoded once and shared; no subscriber is waited for. `recipients` counts this node's.
+    pub async fn publish(
         &self,
         channel: &str,
         data: &[u8],
@@ -307,22 +485,41 @@ impl Broker {
         channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
         self.check_size(data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
-        let frame = crate::frame::text_or_binary(data);
-        let mut fan = FanOutState::new(&self.shared, frame, exclude);
-        self.shared
-            .channels
-            .for_each_subscriber(channel, |c| fan.push(c));
-        Ok(fan.finish("publish"))
+        let mut fan = fan_out_local(&self.shared, Some(channel), data, exclude, "publish");
+        if let Some(c) = self.shared.cluster.get() {
+            if let Err(e) = c.publish_channel(channel, exclude, data).await {
+                fan.cluster_failed = true;
+                self.count_cluster_failure(&e);
+            }
+        }
+        Ok(fan)
     }
 
-    /// Sends `data` to every connection on this node except `exclude`.
-    pub fn broadcast(&self, data: &[u8], exclude: Option<&str>) -> Result<FanOut, ConnectionError> {
+    /// Sends `data` to every connection on every node except `exclude`.
+    pub async fn broadcast(
+        &self,
+        data: &[u8],
+        exclude: Option<&str>,
+    ) -> Result<FanOut, ConnectionError> {
         self.check_size(data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
-        let frame = crate::frame::text_or_binary(data);
-        let mut fan = FanOutState::new(&self.shared, frame, exclude);
-        self.shared.registry.for_each(|c| fan.push(c));
-        Ok(fan.finish("broadcast"))
+        let mut fan = fan_out_local(&self.shared, None, data, exclude, "broadcast");
+        if let Some(c) = self.shared.cluster.get() {
+            if let Err(e) = c.broadcast(exclude, data).await {
+                fan.cluster_failed = true;
+                self.count_cluster_failure(&e);
+            }
+        }
+        Ok(fan)
+    }
+
+    fn count_cluster_failure(&self, e: &ClusterError) {
+        self.shared
+            .metrics
+            .cluster_dropped_total
+            .with_label_values(&["publish_failed"])
+            .inc();
+        tracing::warn!(error = %e, "delivered locally only: the cluster is unavailable");
     }
 
     fn check_size(&self, data: &[u8]) -> Result<(), ConnectionError> {
@@ -337,54 +534,193 @@ impl Broker {
     }
 
     /// GetConnection.
-    pub fn get_connection(&self, id: &str) -> Result<ConnectionInfo, ConnectionError> {
-        let conn = self.lookup(id)?;
-        Ok(ConnectionInfo {
-            connected_at_ms: conn.connected_at_ms,
-            last_active_at_ms: conn.last_active_ms(),
-            source_ip: conn.source_ip.to_string(),
-            user_agent: conn.user_agent.as_deref().map(str::to_string),
-        })
+    pub async fn get_connection(&self, id: &str) -> Result<ConnectionInfo, ConnectionError> {
+        let cid = ConnectionId::parse(id)?;
+        match self.remote(cid) {
+            Some(c) => {
+                let body = remote_result(c.call(cid, Op::Get).await?)?;
+                ConnectionInfo::from_json(&body).ok_or_else(|| {
+                    ConnectionError::Unavailable("malformed answer from the owner node".into())
+                })
+            }
+            None => Ok(ConnectionInfo::of(lookup(&self.shared, cid)?.as_ref())),
+        }
     }
 
     /// DeleteConnection: closes the connection with `code` (default 1000) and `reason`.
-    pub fn delete_connection(
+    pub async fn delete_connection(
         &self,
         id: &str,
         code: Option<u16>,
         reason: Option<&str>,
     ) -> Result<(), ConnectionError> {
         let code = code.unwrap_or(close::NORMAL);
-        if !close::is_user_code(code) {
-            return Err(ConnectionError::InvalidClose(format!(
-                "close code {code} is not allowed: use 1000 or 3000-4999"
-            )));
-        }
         let reason = reason.unwrap_or("");
-        if reason.len() > 123 {
-            return Err(ConnectionError::InvalidClose(format!(
-                "close reason is {} bytes; at most 123 fit in a close frame",
-                reason.len()
-            )));
+        check_close(code, reason)?;
+        let cid = ConnectionId::parse(id)?;
+        match self.remote(cid) {
+            Some(c) => remote_result(
+                c.call(
+                    cid,
+                    Op::Delete {
+                        code,
+                        reason: reason.to_string(),
+                    },
+                )
+                .await?,
+            )
+            .map(|_| ()),
+            None => delete_local(&self.shared, cid, code, reason),
         }
-        let conn = self.lookup(id)?;
-        if conn.outbox.request_close(code, reason) {
-            Ok(())
-        } else {
-            Err(ConnectionError::Gone)
+    }
+}
+
+fn check_close(code: u16, reason: &str) -> Result<(), ConnectionError> {
+    if !close::is_user_code(code) {
+        return Err(ConnectionError::InvalidClose(format!(
+            "close code {code} is not allowed: use 1000 or 3000-4999"
+        )));
+    }
+    if reason.len() > 123 {
+        return Err(ConnectionError::InvalidClose(format!(
+            "close reason is {} bytes; at most 123 fit in a close frame",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
+fn lookup(shared: &Shared, id: ConnectionId) -> Result<Arc<Connection>, ConnectionError> {
+    shared.registry.get(&id).ok_or(ConnectionError::Gone)
+}
+
+fn delete_local(
+    shared: &Shared,
+    id: ConnectionId,
+    code: u16,
+    reason: &str,
+) -> Result<(), ConnectionError> {
+    let conn = lookup(shared, id)?;
+    if conn.outbox.request_close(code, reason) {
+        Ok(())
+    } else {
+        Err(ConnectionError::Gone)
+    }
+}
+
+/// Turns an owner node's answer back into a result (the body on success).
+fn remote_result((status, body): (u16, Vec<u8>)) -> Result<Vec<u8>, ConnectionError> {
+    let message = || String::from_utf8_lossy(&body).into_owned();
+    match status {
+        200..=299 => Ok(body),
+        410 => Err(ConnectionError::Gone),
+        429 => Err(ConnectionError::LimitExceeded),
+        413 => Err(ConnectionError::Rejected(413, message())),
+        400 => Err(ConnectionError::Rejected(400, message())),
+        _ => Err(ConnectionError::Unavailable(message())),
+    }
+}
+
+/// Runs an operation a remote node asked for on a connection of this node; answers with an
+/// HTTP-style status and a body (GetConnection JSON, or an error message).
+pub(crate) async fn execute_local(shared: &Shared, id: ConnectionId, op: Op) -> (u16, Vec<u8>) {
+    let result: Result<(u16, Vec<u8>), ConnectionError> = async {
+        match op {
+            Op::Post(p) => {
+                post_local(shared, id, &p)?;
+                Ok((200, Vec::new()))
+            }
+            Op::Get => {
+                let conn = lookup(shared, id)?;
+                Ok((200, ConnectionInfo::of(&conn).to_json()))
+            }
+            Op::Delete { code, reason } => {
+                check_close(code, &reason)?;
+                delete_local(shared, id, code, &reason)?;
+                Ok((204, Vec::new()))
+            }
+            Op::Subscribe(channel) => {
+                channels::validate_name(&channel).map_err(ConnectionError::InvalidChannel)?;
+                let conn = lookup(shared, id)?;
+                subscribe(shared, &conn, &channel).await?;
+                Ok((204, Vec::new()))
+            }
+            Op::Unsubscribe(channel) => {
+                let conn = lookup(shared, id)?;
+                unsubscribe(shared, &conn, &channel).await;
+                Ok((204, Vec::new()))
+            }
+            Op::PostMany(items) => {
+                let mut statuses = Vec::with_capacity(items.len() * 2);
+                for (cid, payload) in items {
+                    let status = match post_local(shared, cid, &payload) {
+                        Ok(()) => 200,
+                        Err(e) => e.status(),
+                    };
+                    statuses.extend_from_slice(&status.to_be_bytes());
+                }
+                Ok((200, statuses))
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => (e.status(), e.to_string().into_bytes()),
+    }
+}
+
+fn post_local(shared: &Shared, id: ConnectionId, payload: &[u8]) -> Result<(), ConnectionError> {
+    let max = shared.config.limits.max_message_bytes;
+    if payload.len() > max {
+        return Err(ConnectionError::PayloadTooLarge {
+            size: payload.len(),
+            max,
+        });
+    }
+    let conn = lookup(shared, id)?;
+    deliver(shared, &conn, crate::frame::text_or_binary(payload), "push")
+}
+
+/// Queues `data` for this node's subscribers of `channel` (`None`: every connection).
+pub(crate) fn fan_out_local(
+    shared: &Shared,
+    channel: Option<&str>,
+    data: &[u8],
+    exclude: Option<ConnectionId>,
+    source: &'static str,
+) -> FanOut {
+    let frame = crate::frame::text_or_binary(data);
+    let mut fan = FanOutState::new(shared, frame, exclude);
+    match channel {
+        Some(name) => shared.channels.for_each_subscriber(name, |c| fan.push(c)),
+        None => shared.registry.for_each(|c| fan.push(c)),
+    }
+    fan.finish(source)
+}
+
+async fn unsubscribe(shared: &Shared, conn: &Arc<Connection>, channel: &str) {
+    if shared.channels.unsubscribe(channel, conn) {
+        if let Some(c) = shared.cluster.get() {
+            c.reconcile(shared, channel).await;
         }
     }
 }
 
 /// Subscribes an open connection, mapping refusals to errors.
-pub(crate) fn subscribe(
+pub(crate) async fn subscribe(
     shared: &Shared,
     conn: &Arc<Connection>,
     channel: &str,
 ) -> Result<(), ConnectionError> {
     let max = shared.config.limits.max_channels_per_connection;
     match shared.channels.subscribe(channel, conn, max) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Some(c) = shared.cluster.get() {
+                c.reconcile(shared, channel).await;
+            }
+            Ok(())
+        }
         Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
         Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
     }

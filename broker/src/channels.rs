@@ -103,21 +103,26 @@ impl Channels {
         true
     }
 
-    /// Removes a closed connection from every channel it was in.
-    pub fn remove_connection(&self, conn: &Connection) {
+    /// Removes a closed connection from every channel it was in; returns the channels that
+    /// have no local subscriber left.
+    pub fn remove_connection(&self, conn: &Connection) -> Vec<Arc<str>> {
         let names = std::mem::take(&mut *conn.channels_lock());
-        for name in names {
-            self.remove_member(&name, &conn.id);
-        }
+        names
+            .into_iter()
+            .filter(|name| self.remove_member(name, &conn.id))
+            .collect()
     }
 
-    fn remove_member(&self, name: &str, id: &ConnectionId) {
+    /// Removes one member; true when the channel became empty.
+    fn remove_member(&self, name: &str, id: &ConnectionId) -> bool {
         if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.map.entry(Arc::from(name)) {
             e.get_mut().remove(id);
             if e.get().is_empty() {
                 e.remove();
+                return true;
             }
         }
+        false
     }
 
     /// Calls `f` for every subscriber of `name`, holding only that channel's shard.

@@ -157,12 +157,18 @@ impl ControlConfig {
 }
 
 /// `[cluster]` section.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// Redis URL; absent means a single node.
     pub redis_url: Option<String>,
     /// This node's id; generated when absent.
     pub node_id: Option<String>,
+    /// How often the node refreshes its liveness key in Redis, ms.
+    pub heartbeat_interval_ms: u64,
+    /// A node whose liveness key is this old is dead and reaped, ms.
+    pub node_ttl_ms: u64,
+    /// How long a cross-node call waits for the owner's answer, ms.
+    pub rpc_timeout_ms: u64,
 }
 
 /// Log output format.
@@ -489,8 +495,20 @@ impl Config {
         let cluster = ClusterConfig {
             redis_url: r.string("redis_url"),
             node_id: r.string("node_id"),
+            heartbeat_interval_ms: r.uint("heartbeat_interval_ms", 1_000, 100, 60_000),
+            node_ttl_ms: r.uint("node_ttl_ms", 5_000, 1_000, 600_000),
+            rpc_timeout_ms: r.uint("rpc_timeout_ms", 2_000, 100, 60_000),
         };
         r.finish();
+        if cluster.node_ttl_ms < 3 * cluster.heartbeat_interval_ms {
+            problems.push(ConfigProblem {
+                key: "cluster.node_ttl_ms".into(),
+                message: format!(
+                    "{} is less than 3 heartbeats (cluster.heartbeat_interval_ms = {}): live nodes would be reaped",
+                    cluster.node_ttl_ms, cluster.heartbeat_interval_ms
+                ),
+            });
+        }
         if let Some(url) = &cluster.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 problems.push(ConfigProblem {

@@ -22,22 +22,20 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Sends `$disconnect` for `conn` (if the route is an http integration), after its dispatcher
-/// has finished the messages it had already accepted.
+/// has finished the messages it had already accepted. Returns the delivery task, if any.
 pub(crate) fn schedule(
     shared: &Arc<Shared>,
     conn: Arc<Connection>,
     code: u16,
     reason: String,
     dispatcher: Option<JoinHandle<()>>,
-) {
-    let Some(route) = shared.integrations.route("$disconnect").cloned() else {
-        return;
-    };
+) -> Option<JoinHandle<()>> {
+    let route = shared.integrations.route("$disconnect").cloned()?;
     let Integration::Http { url, timeout } = route.integration.clone() else {
-        return;
+        return None;
     };
     let s = Arc::clone(shared);
-    shared.disconnects.spawn(async move {
+    Some(shared.disconnects.spawn(async move {
         if let Some(d) = dispatcher {
             let _ = d.await;
         }
@@ -91,5 +89,5 @@ pub(crate) fn schedule(
         }
         s.metrics.disconnect_events_total.with_label_values(&["failed"]).inc();
         tracing::error!(connection_id = %conn.id_text, attempts = max_attempts, "$disconnect event could not be delivered");
-    });
+    }))
 }

@@ -24,6 +24,19 @@ pub const ENCODED_LEN: usize = 24;
 pub struct NodeTag([u8; TAG_LEN]);
 
 impl NodeTag {
+    /// Length of the raw form.
+    pub const LEN: usize = TAG_LEN;
+
+    /// The raw bytes (for the cluster wire format).
+    pub fn to_bytes(self) -> [u8; TAG_LEN] {
+        self.0
+    }
+
+    /// From raw bytes; `None` unless exactly [`NodeTag::LEN`] long.
+    pub fn from_bytes(b: &[u8]) -> Option<NodeTag> {
+        b.try_into().ok().map(NodeTag)
+    }
+
     /// The tag of a node id.
     pub fn of(node_id: &str) -> NodeTag {
         let digest = Sha256::digest(node_id.as_bytes());
@@ -49,6 +62,20 @@ pub struct ConnectionId([u8; RAW_LEN]);
 pub struct InvalidConnectionId(pub String);
 
 impl ConnectionId {
+    /// Length of the raw form.
+    pub const LEN: usize = RAW_LEN;
+
+    /// The raw bytes (for the cluster wire format).
+    pub fn to_bytes(self) -> [u8; RAW_LEN] {
+        self.0
+    }
+
+    /// From raw bytes; `None` unless they are a version-1 id.
+    pub fn from_bytes(b: &[u8]) -> Option<ConnectionId> {
+        let raw: [u8; RAW_LEN] = b.try_into().ok()?;
+        (raw[0] == VERSION).then_some(ConnectionId(raw))
+    }
+
     /// A fresh id owned by `node`.
     ///
     /// # Errors

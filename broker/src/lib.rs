@@ -16,9 +16,10 @@
 pub mod broker;
 pub mod channels;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod connection;
-mod disconnect;
+pub(crate) mod disconnect;
 mod dispatch;
 pub mod event;
 pub mod frame;

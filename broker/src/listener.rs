@@ -70,7 +70,14 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let metrics = &shared.metrics;
     shared.registry.remove(&conn.id);
     let discarded = conn.outbox.close();
-    shared.channels.remove_connection(&conn);
+    let emptied = shared.channels.remove_connection(&conn);
+    if let Some(c) = shared.cluster.get() {
+        // This node sends the $disconnect: take the record out of the cluster's hands first.
+        c.unregister_connection(&conn).await;
+        for channel in emptied {
+            c.reconcile(&shared, &channel).await;
+        }
+    }
     if discarded > 0 {
         metrics
             .outbound_dropped_total
@@ -192,10 +199,14 @@ async fn open(
     ));
     shared.registry.insert(Arc::clone(&conn));
     // Channels named by $connect are live before the client's first message.
+    if let Some(c) = shared.cluster.get() {
+        c.register_connection(&conn).await;
+    }
     for channel in &answer.channels {
-        let subscribed = crate::channels::validate_name(channel)
-            .map_err(ConnectionError::InvalidChannel)
-            .and_then(|()| crate::broker::subscribe(shared, &conn, channel));
+        let subscribed = match crate::channels::validate_name(channel) {
+            Ok(()) => crate::broker::subscribe(shared, &conn, channel).await,
+            Err(e) => Err(ConnectionError::InvalidChannel(e)),
+        };
         if let Err(e) = subscribed {
             tracing::warn!(connection_id = %conn.id_text, channel = %channel, error = %e, "$connect channel not subscribed");
         }

@@ -31,6 +31,14 @@ pub struct Metrics {
     pub disconnect_events_total: IntCounterVec,
     /// `gangway_control_requests_total{operation,status}`.
     pub control_requests_total: IntCounterVec,
+    /// `gangway_cluster_redis_up`: 1 while Redis answers (cluster mode).
+    pub cluster_redis_up: IntGauge,
+    /// `gangway_cluster_messages_total{direction,kind}`: messages from other nodes.
+    pub cluster_messages_total: IntCounterVec,
+    /// `gangway_cluster_dropped_total{reason}`: cluster messages lost or not sent.
+    pub cluster_dropped_total: IntCounterVec,
+    /// `gangway_cluster_reaped_connections_total`: connections of dead nodes this node reaped.
+    pub cluster_reaped_total: IntCounter,
 }
 
 impl Default for Metrics {
@@ -103,6 +111,26 @@ impl Metrics {
                 "Control API requests, by operation and status",
                 &["operation", "status"],
             ),
+            cluster_redis_up: IntGauge::new(
+                "gangway_cluster_redis_up",
+                "1 while Redis answers (cluster mode)",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            cluster_messages_total: counter_vec(
+                "gangway_cluster_messages_total",
+                "Messages from other nodes, by direction and kind",
+                &["direction", "kind"],
+            ),
+            cluster_dropped_total: counter_vec(
+                "gangway_cluster_dropped_total",
+                "Cluster messages lost or not sent, by reason",
+                &["reason"],
+            ),
+            cluster_reaped_total: IntCounter::new(
+                "gangway_cluster_reaped_connections_total",
+                "Connections of dead nodes this node sent $disconnect for",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -117,6 +145,10 @@ impl Metrics {
             Box::new(m.outbound_dropped_total.clone()),
             Box::new(m.disconnect_events_total.clone()),
             Box::new(m.control_requests_total.clone()),
+            Box::new(m.cluster_redis_up.clone()),
+            Box::new(m.cluster_messages_total.clone()),
+            Box::new(m.cluster_dropped_total.clone()),
+            Box::new(m.cluster_reaped_total.clone()),
         ];
         for c in collectors {
             // Names are distinct constants, so registration cannot collide.

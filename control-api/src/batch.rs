@@ -4,13 +4,16 @@
 //! a bad item fails only that item, with the status the single call would have answered.
 
 use base64::Engine as _;
+use bytes::Bytes;
+use gangway_broker::id::ConnectionId;
 use gangway_broker::Broker;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 
-/// Runs a batch body against the broker.
-pub fn run(broker: &Broker, body: &[u8]) -> Result<Value, ApiError> {
+/// Runs a batch body against the broker: channel items in order, then every push — this
+/// node's at once, each other node's together in one cluster message.
+pub async fn run(broker: &Broker, body: &[u8]) -> Result<Value, ApiError> {
     let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) => items,
         Ok(_) => return Err(ApiError::bad_request("a batch is a JSON array of items")),
@@ -31,18 +34,57 @@ pub fn run(broker: &Broker, body: &[u8]) -> Result<Value, ApiError> {
             ),
         ));
     }
-    let results: Vec<Value> = items.iter().map(|item| run_item(broker, item)).collect();
+    let mut results: Vec<Value> = vec![Value::Null; items.len()];
+    let mut pushes = Vec::new();
+    let mut push_slots = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match plan(broker, item) {
+            Err(e) => results[i] = error_json(&e),
+            Ok(Plan::Push(cid, data)) => {
+                push_slots.push(i);
+                pushes.push((cid, data));
+            }
+            Ok(Plan::Publish {
+                channel,
+                data,
+                exclude,
+            }) => {
+                results[i] = match broker.publish(&channel, &data, exclude.as_deref()).await {
+                    Ok(fan) => {
+                        let mut r = json!({"status": 200, "recipients": fan.recipients});
+                        if fan.cluster_failed {
+                            r["cluster"] = "unavailable".into();
+                        }
+                        r
+                    }
+                    Err(e) => error_json(&ApiError::from(e)),
+                }
+            }
+        }
+    }
+    for (slot, outcome) in push_slots.into_iter().zip(broker.post_many(pushes).await) {
+        results[slot] = match outcome {
+            Ok(()) => json!({"status": 200}),
+            Err(e) => error_json(&ApiError::from(e)),
+        };
+    }
     Ok(json!({ "results": results }))
 }
 
-fn run_item(broker: &Broker, item: &Value) -> Value {
-    match item_result(broker, item) {
-        Ok(v) => v,
-        Err(e) => json!({"status": e.status.as_u16(), "error": e.error_type, "message": e.message}),
-    }
+fn error_json(e: &ApiError) -> Value {
+    json!({"status": e.status.as_u16(), "error": e.error_type, "message": e.message})
 }
 
-fn item_result(broker: &Broker, item: &Value) -> Result<Value, ApiError> {
+enum Plan {
+    Push(ConnectionId, Bytes),
+    Publish {
+        channel: String,
+        data: Vec<u8>,
+        exclude: Option<String>,
+    },
+}
+
+fn plan(broker: &Broker, item: &Value) -> Result<Plan, ApiError> {
     let Some(obj) = item.as_object() else {
         return Err(ApiError::bad_request("an item is a JSON object"));
     };
@@ -56,13 +98,22 @@ fn item_result(broker: &Broker, item: &Value) -> Result<Value, ApiError> {
     };
     match (text("connectionId")?, text("channel")?) {
         (Some(id), None) => {
-            broker.post_to_connection(id, data.into())?;
-            Ok(json!({"status": 200}))
+            let cid = ConnectionId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let max = broker.config().limits.max_message_bytes;
+            if data.len() > max {
+                return Err(ApiError::new(
+                    413,
+                    "PayloadTooLargeException",
+                    format!("message is {} bytes; the limit is {max}", data.len()),
+                ));
+            }
+            Ok(Plan::Push(cid, Bytes::from(data)))
         }
-        (None, Some(channel)) => {
-            let fan = broker.publish(channel, &data, text("exclude")?)?;
-            Ok(json!({"status": 200, "recipients": fan.recipients}))
-        }
+        (None, Some(channel)) => Ok(Plan::Publish {
+            channel: channel.to_string(),
+            data,
+            exclude: text("exclude")?.map(str::to_string),
+        }),
         _ => Err(ApiError::bad_request(
             "an item has exactly one of connectionId and channel",
         )),

@@ -44,7 +44,11 @@ impl ApiError {
 
     /// The HTTP response (the request id header is added by the caller).
     pub fn to_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
+        let mut builder = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            builder.insert_header(("Retry-After", "1"));
+        }
+        builder
             .insert_header(("x-amzn-ErrorType", self.error_type))
             .content_type("application/json")
             .body(serde_json::json!({ "message": self.message }).to_string())
@@ -67,6 +71,13 @@ impl From<ConnectionError> for ApiError {
             ConnectionError::InvalidClose(_)
             | ConnectionError::InvalidChannel(_)
             | ConnectionError::TooManyChannels { .. } => ApiError::bad_request(e.to_string()),
+            ConnectionError::Rejected(413, m) => {
+                ApiError::new(413, "PayloadTooLargeException", m.clone())
+            }
+            ConnectionError::Rejected(_, m) => ApiError::bad_request(m.clone()),
+            ConnectionError::Unavailable(m) => {
+                ApiError::new(503, "ServiceUnavailableException", m.clone())
+            }
         }
     }
 }

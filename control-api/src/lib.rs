@@ -124,57 +124,67 @@ async fn run(
     let query = req.query_string();
     match (op, target) {
         (Op::Health, _) => Ok(json_response(200, r#"{"status":"ok"}"#.into())),
-        (Op::Ready, _) => Ok(if broker.is_shutting_down() {
-            json_response(503, r#"{"status":"not ready","reason":"draining"}"#.into())
-        } else {
-            json_response(200, r#"{"status":"ready"}"#.into())
+        (Op::Ready, _) => Ok(match broker.not_ready_reason() {
+            Some(reason) => json_response(
+                503,
+                serde_json::json!({"status": "not ready", "reason": reason}).to_string(),
+            ),
+            None => json_response(200, r#"{"status":"ready"}"#.into()),
         }),
         (Op::Metrics, _) => Ok(HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(broker.metrics().render())),
         (Op::OpenApi, _) => Ok(json_response(200, openapi::document().to_string())),
         (Op::PostToConnection, ControlPath::Connection(id)) => {
-            broker.post_to_connection(&id, body)?;
+            broker.post_to_connection(&id, body).await?;
             Ok(HttpResponse::Ok().finish())
         }
-        (Op::GetConnection, ControlPath::Connection(id)) => get_connection(broker, &id),
+        (Op::GetConnection, ControlPath::Connection(id)) => get_connection(broker, &id).await,
         (Op::DeleteConnection, ControlPath::Connection(id)) => {
             let (code, reason) = close_params(query)?;
-            broker.delete_connection(&id, code, reason.as_deref())?;
+            broker
+                .delete_connection(&id, code, reason.as_deref())
+                .await?;
             Ok(HttpResponse::NoContent().finish())
         }
         (Op::Subscribe, ControlPath::ConnectionChannel(id, channel)) => {
-            broker.subscribe(&id, &channel)?;
+            broker.subscribe(&id, &channel).await?;
             Ok(HttpResponse::NoContent().finish())
         }
         (Op::Unsubscribe, ControlPath::ConnectionChannel(id, channel)) => {
-            broker.unsubscribe(&id, &channel)?;
+            broker.unsubscribe(&id, &channel).await?;
             Ok(HttpResponse::NoContent().finish())
         }
         (Op::Publish, ControlPath::Channel(channel)) => {
             let exclude = query_param(query, "exclude");
-            let fan = broker.publish(&channel, &body, exclude.as_deref())?;
-            Ok(json_response(
-                200,
-                format!(r#"{{"recipients":{}}}"#, fan.recipients),
-            ))
+            let fan = broker.publish(&channel, &body, exclude.as_deref()).await?;
+            Ok(json_response(200, fan_out_body(&fan)))
         }
         (Op::GetChannel, ControlPath::Channel(channel)) => {
-            let n = broker.subscriber_count(&channel)?;
+            let n = broker.subscriber_count(&channel).await?;
             Ok(json_response(200, format!(r#"{{"subscribers":{n}}}"#)))
         }
         (Op::Broadcast, _) => {
             let exclude = query_param(query, "exclude");
-            let fan = broker.broadcast(&body, exclude.as_deref())?;
-            Ok(json_response(
-                200,
-                format!(r#"{{"recipients":{}}}"#, fan.recipients),
-            ))
+            let fan = broker.broadcast(&body, exclude.as_deref()).await?;
+            Ok(json_response(200, fan_out_body(&fan)))
         }
-        (Op::Batch, _) => Ok(json_response(200, batch::run(broker, &body)?.to_string())),
+        (Op::Batch, _) => Ok(json_response(
+            200,
+            batch::run(broker, &body).await?.to_string(),
+        )),
         // `routes::resolve` only pairs operations with their own paths.
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// `{"recipients": N}`, plus `"cluster": "unavailable"` when other nodes could not be reached.
+fn fan_out_body(fan: &gangway_broker::FanOut) -> String {
+    let mut body = serde_json::json!({ "recipients": fan.recipients });
+    if fan.cluster_failed {
+        body["cluster"] = "unavailable".into();
+    }
+    body.to_string()
 }
 
 fn json_response(status: u16, body: String) -> HttpResponse {
@@ -220,8 +230,8 @@ fn close_params(query: &str) -> Result<(Option<u16>, Option<String>), ApiError> 
     Ok((code, query_param(query, "reason")))
 }
 
-fn get_connection(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
-    let info = broker.get_connection(id)?;
+async fn get_connection(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
+    let info = broker.get_connection(id).await?;
     let mut identity = serde_json::json!({ "sourceIp": info.source_ip });
     if let Some(ua) = info.user_agent {
         identity["userAgent"] = serde_json::Value::String(ua);

@@ -1,0 +1,538 @@
+//! Cluster mode against a real redis-server: three nodes act as one gateway; faults (a killed
+//! node, Redis going away and coming back, a drained node) behave as documented.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
+
+async fn cluster_node(redis: &RedisServer, id: &str, extra: &str) -> gangway::Node {
+    let node = node(&format!(
+        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
+        redis.url()
+    ))
+    .await;
+    eventually("node joined the cluster", || {
+        node.broker.not_ready_reason().is_none()
+    })
+    .await;
+    node
+}
+
+/// The id of the only connection on `node`.
+async fn only_id(node: &gangway::Node) -> String {
+    eventually("registered", || node.broker.connection_count() == 1).await;
+    node.broker.connection_ids().pop().expect("id")
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    r.json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_reaches_any_connection() {
+    let redis = RedisServer::start();
+    let echo = "[routes.\"$default\"]\nintegration = \"mock\"\n";
+    let a = cluster_node(&redis, "node-a", echo).await;
+    let b = cluster_node(&redis, "node-b", echo).await;
+    let c = cluster_node(&redis, "node-c", echo).await;
+    let mut ws = connect(&a).await;
+    let id = only_id(&a).await;
+    let (ub, uc) = (control_url(&b), control_url(&c));
+    let h = http();
+
+    // PostToConnection / GetConnection through another node: the owner's real answer.
+    let r = h
+        .post(format!("{ub}/prod/@connections/{id}"))
+        .body("via b")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_message(&mut ws).await, Message::text("via b"));
+    let r = h
+        .get(format!("{uc}/@connections/{id}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let j = json(r).await;
+    assert_eq!(j["identity"]["sourceIp"], "127.0.0.1");
+    assert!(j["connectedAt"].as_str().expect("time").ends_with('Z'));
+
+    // Subscribe through C (returns once live), publish through B: delivered exactly once.
+    let r = h
+        .put(format!("{uc}/@connections/{id}/channels/news"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 204);
+    let r = h
+        .post(format!("{ub}/@channels/news"))
+        .body("extra")
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_message(&mut ws).await, Message::text("extra"));
+    let r = h
+        .get(format!("{uc}/@channels/news"))
+        .send()
+        .await
+        .expect("count");
+    assert_eq!(json(r).await["subscribers"], 1);
+    // Broadcast from C reaches the connection on A once.
+    h.post(format!("{uc}/@broadcast"))
+        .body("all")
+        .send()
+        .await
+        .expect("broadcast");
+    assert_eq!(next_message(&mut ws).await, Message::text("all"));
+    // Batch items for a remote connection.
+    let r = h
+        .post(format!("{ub}/@batch"))
+        .json(&serde_json::json!([{"connectionId": id, "data": "batched"}, {"channel": "news", "data": "pub"}]))
+        .send()
+        .await
+        .expect("batch");
+    let results = json(r).await["results"].clone();
+    assert_eq!(results[0]["status"], 200);
+    // The push travels on the owner's inbox, the publish on the channel: either may land first.
+    let mut got = vec![next_message(&mut ws).await, next_message(&mut ws).await];
+    got.sort_by_key(|m| m.to_string());
+    assert_eq!(got, vec![Message::text("batched"), Message::text("pub")]);
+    // Nothing was delivered twice.
+    if let Ok(Some(Ok(m))) = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    {
+        panic!("duplicate delivery: {m:?}");
+    }
+
+    // DeleteConnection through B with a code; then the id is gone everywhere.
+    let r = h
+        .delete(format!("{ub}/@connections/{id}?code=4001&reason=moved"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    assert_eq!(expect_close(&mut ws).await, (4001, "moved".to_string()));
+    eventually("closed", || a.broker.connection_count() == 0).await;
+    let r = h
+        .post(format!("{uc}/@connections/{id}"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 410);
+    assert_eq!(r.headers()["x-amzn-errortype"], "GoneException");
+    // An id of a node that never existed: 410 at once.
+    let ghost =
+        gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("ghost"))
+            .expect("rng");
+    let r = h
+        .post(format!("{ub}/@connections/{ghost}"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 410);
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_fan_out_crosses_redis_once_and_only_to_interested_nodes() {
+    let redis = RedisServer::start();
+    let room =
+        "[routes.\"$connect\"]\nintegration = \"mock\"\nresponse = '{\"channels\": [\"room\"]}'\n";
+    let a = cluster_node(&redis, "fan-a", room).await;
+    let b = cluster_node(&redis, "fan-b", room).await;
+    let c = cluster_node(&redis, "fan-c", room).await;
+    let mut clients = vec![
+        connect(&a).await,
+        connect(&a).await,
+        connect(&b).await,
+        connect(&c).await,
+    ];
+    for n in [&a, &b, &c] {
+        eventually("subscribed", || n.broker.local_subscriber_count("room") > 0).await;
+    }
+    let con = std::sync::Mutex::new(redis.client());
+    let numsub = |con: &std::sync::Mutex<redis::Connection>, ch: &str| -> i64 {
+        let mut con = con.lock().expect("lock");
+        let v: (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(ch)
+            .query(&mut *con)
+            .expect("numsub");
+        v.1
+    };
+    // Three interested nodes: three Redis subscribers, one per node (not per client).
+    eventually("three node subscriptions", || {
+        numsub(&con, "gangway:c:room") == 3
+    })
+    .await;
+    let r = http()
+        .post(format!("{}/@channels/room", control_url(&b)))
+        .body("hello room")
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(
+        json(r).await["recipients"],
+        1,
+        "recipients counts the publishing node's own"
+    );
+    for ws in &mut clients {
+        assert_eq!(next_message(ws).await, Message::text("hello room"));
+    }
+    for ws in &mut clients {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(
+            Duration::from_millis(200),
+            futures_util::StreamExt::next(ws),
+        )
+        .await
+        {
+            panic!("duplicate: {m:?}");
+        }
+    }
+    let r = http()
+        .get(format!("{}/@channels/room", control_url(&a)))
+        .send()
+        .await
+        .expect("count");
+    assert_eq!(json(r).await["subscribers"], 4);
+    // The client on C leaves: C unsubscribes from the channel in Redis.
+    let last = clients.pop().expect("c's client");
+    drop(last);
+    eventually("c lost interest", || numsub(&con, "gangway:c:room") == 2).await;
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
+    let mut redis = RedisServer::start();
+    let room =
+        "[routes.\"$connect\"]\nintegration = \"mock\"\nresponse = '{\"channels\": [\"room\"]}'\n";
+    let a = cluster_node(&redis, "out-a", room).await;
+    let b = cluster_node(&redis, "out-b", room).await;
+    let mut on_a = connect(&a).await;
+    let id_a = only_id(&a).await;
+    let mut on_b = connect(&b).await;
+    let id_b = only_id(&b).await;
+    let ua = control_url(&a);
+    let h = http();
+
+    redis.stop();
+    eventually("a notices", || {
+        a.broker.not_ready_reason() == Some("redis unreachable")
+    })
+    .await;
+    let r = h.get(format!("{ua}/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 503);
+    assert_eq!(json(r).await["reason"], "redis unreachable");
+    // Local traffic goes on.
+    let r = h
+        .post(format!("{ua}/@connections/{id_a}"))
+        .body("local")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_message(&mut on_a).await, Message::text("local"));
+    // Cross-node calls fail fast with 503, never a false 410.
+    let started = std::time::Instant::now();
+    let r = h
+        .post(format!("{ua}/@connections/{id_b}"))
+        .body("far")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    assert!(r.headers().get("retry-after").is_some());
+    // A publish reaches local subscribers and says the cluster was not reached.
+    let r = h
+        .post(format!("{ua}/@channels/room"))
+        .body("partial")
+        .send()
+        .await
+        .expect("publish");
+    let j = json(r).await;
+    assert_eq!(j["recipients"], 1);
+    assert_eq!(j["cluster"], "unavailable");
+    assert_eq!(next_message(&mut on_a).await, Message::text("partial"));
+
+    // Redis comes back (empty): the nodes reconnect and restore every subscription.
+    redis.restart();
+    eventually("a reconnects", || a.broker.not_ready_reason().is_none()).await;
+    eventually("b reconnects", || b.broker.not_ready_reason().is_none()).await;
+    let r = h
+        .post(format!("{}/@channels/room", control_url(&b)))
+        .body("back")
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_message(&mut on_a).await, Message::text("back"));
+    assert_eq!(next_message(&mut on_b).await, Message::text("back"));
+    let r = h
+        .post(format!("{ua}/@connections/{id_b}"))
+        .body("far again")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_message(&mut on_b).await, Message::text("far again"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Starts the gangway binary as a cluster member; returns it once it logged its start.
+fn spawn_node(
+    redis: &RedisServer,
+    id: &str,
+    backend: &Backend,
+    dir: &std::path::Path,
+) -> (std::process::Child, String) {
+    let file = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[listen]\nwebsocket = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n\
+             [api]\nwebhook_secret = \"s\"\n\
+             [routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+             [routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+             [cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
+            backend.url("/connect"),
+            backend.url("/disconnect"),
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gangway"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gangway");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ws = loop {
+        let line = lines.next().expect("log line").expect("read");
+        let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if j["fields"]["message"] == "gangway node started" {
+            break j["fields"]["websocket"].as_str().expect("addr").to_string();
+        }
+    };
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_connections_are_reaped_exactly_once() {
+    let redis = RedisServer::start();
+    let backend = Backend::start().await;
+    let dir = std::env::temp_dir().join(format!("gangway-reap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let routes = format!(
+        "[routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n",
+        backend.url("/disconnect")
+    );
+    let b = cluster_node(&redis, "reap-b", &routes).await;
+    let c = cluster_node(&redis, "reap-c", &routes).await;
+    let (mut child, ws_addr) = spawn_node(&redis, "reap-a", &backend, &dir);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{ws_addr}/"))
+            .await
+            .expect("connect");
+        clients.push(ws);
+    }
+    let connects = backend
+        .wait_for("3 connects", |c| {
+            c.iter().filter(|c| c.event_type() == "CONNECT").count() == 3
+        })
+        .await;
+    let ids: Vec<String> = connects.iter().map(|c| c.connection_id()).collect();
+    // Pushes through B reach A's connections while A lives.
+    let r = http()
+        .post(format!("{}/@connections/{}", control_url(&b), ids[0]))
+        .body("alive")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+
+    // SIGKILL: no drain, no $disconnect from A itself.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    drop(clients);
+    // Within the TTL and a few seconds: 410 from every other node, and one $disconnect each.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let r = http()
+            .post(format!("{}/@connections/{}", control_url(&c), ids[1]))
+            .body("x")
+            .send()
+            .await
+            .expect("post");
+        if r.status() == 410 {
+            break;
+        }
+        assert_eq!(
+            r.status(),
+            503,
+            "only 503 (owner silent) may come before 410"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 410 after the node died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = backend
+        .wait_for("3 reaped disconnects", |c| {
+            c.iter().filter(|c| c.event_type() == "DISCONNECT").count() >= 3
+        })
+        .await;
+    // Give a second reaper every chance to send duplicates.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let disconnects: Vec<_> = backend
+        .calls()
+        .into_iter()
+        .filter(|c| c.event_type() == "DISCONNECT")
+        .collect();
+    assert_eq!(
+        disconnects.len(),
+        3,
+        "exactly once cluster-wide: {:#?}",
+        disconnects.iter().map(|d| &d.event).collect::<Vec<_>>()
+    );
+    let mut reaped: Vec<String> = disconnects.iter().map(|d| d.connection_id()).collect();
+    reaped.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(reaped, expected);
+    for d in &disconnects {
+        assert_eq!(d.event["requestContext"]["disconnectStatusCode"], 1006);
+        assert_eq!(
+            d.event["requestContext"]["disconnectReason"],
+            "Node lost: reap-a"
+        );
+        assert!(d.event["requestContext"]["connectedAt"].is_i64());
+    }
+    let _ = calls;
+    let reaped_metric = |n: &gangway::Node| {
+        n.broker
+            .metrics()
+            .render()
+            .lines()
+            .any(|l| l.starts_with("gangway_cluster_reaped_connections_total 3"))
+    };
+    assert!(reaped_metric(&b) || reaped_metric(&c));
+    b.shutdown().await;
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_sends_its_own_disconnects_and_deregisters() {
+    let redis = RedisServer::start();
+    let backend = Backend::start().await;
+    let dir = std::env::temp_dir().join(format!("gangway-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let b = cluster_node(&redis, "drain-b", "").await;
+    let (child, ws_addr) = spawn_node(&redis, "drain-a", &backend, &dir);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{ws_addr}/"))
+        .await
+        .expect("connect");
+    backend.wait_event("CONNECT", 1).await;
+    let tag = gangway_broker::id::NodeTag::of("drain-a").to_string();
+    let mut con = redis.client();
+    let listed: bool = redis::cmd("HEXISTS")
+        .arg("gangway:nodes")
+        .arg(&tag)
+        .query(&mut con)
+        .expect("hexists");
+    assert!(listed, "a started node is listed");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+    let d = backend.wait_event("DISCONNECT", 1).await;
+    assert_eq!(d.event["requestContext"]["disconnectStatusCode"], 1001);
+    let mut child = child;
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success());
+    let listed: bool = redis::cmd("HEXISTS")
+        .arg("gangway:nodes")
+        .arg(&tag)
+        .query(&mut con)
+        .expect("hexists");
+    assert!(!listed, "deregistered");
+    let alive: bool = redis::cmd("EXISTS")
+        .arg(format!("gangway:node:{tag}"))
+        .query(&mut con)
+        .expect("exists");
+    assert!(!alive);
+    // Nobody reaps a node that left cleanly: still exactly one $disconnect.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        backend
+            .calls()
+            .iter()
+            .filter(|c| c.event_type() == "DISCONNECT")
+            .count(),
+        1
+    );
+    b.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_node_starts_while_redis_is_down_and_joins_when_it_comes_up() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let n = node(&format!(
+        "[routes.\"$default\"]\nintegration = \"mock\"\n[cluster]\nredis_url = \"{}\"\nnode_id = \"late\"\n{FAST}",
+        redis.url()
+    ))
+    .await;
+    // Serving locally, not ready.
+    let mut ws = connect(&n).await;
+    send_text(&mut ws, "local echo").await;
+    assert_eq!(next_message(&mut ws).await, Message::text("local echo"));
+    assert_eq!(n.broker.not_ready_reason(), Some("redis unreachable"));
+    redis.restart();
+    eventually("joined", || n.broker.not_ready_reason().is_none()).await;
+    n.shutdown().await;
+}
