@@ -536,3 +536,82 @@ async fn a_node_starts_while_redis_is_down_and_joins_when_it_comes_up() {
     eventually("joined", || n.broker.not_ready_reason().is_none()).await;
     n.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_carries_everything_over_sharded_pub_sub() {
+    let servers = RedisClusterServers::start();
+    let urls = servers.urls();
+    let room = "[routes.\"$connect\"]\nintegration = \"mock\"\nresponse = '{\"channels\": [\"room:1\", \"room:2\", \"room:3\"]}'\n";
+    let mut nodes = Vec::new();
+    for name in ["rc-a", "rc-b", "rc-c"] {
+        let n = node(&format!(
+            "{room}\n[cluster]\nmode = \"redis-cluster\"\nredis_url = \"{}\"\nseed_urls = [\"{}\", \"{}\"]\nnode_id = \"{name}\"\n{FAST}",
+            urls[0], urls[1], urls[2]
+        ))
+        .await;
+        eventually("joined", || n.broker.not_ready_reason().is_none()).await;
+        nodes.push(n);
+    }
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(connect(n).await);
+        eventually("subscribed", || {
+            n.broker.local_subscriber_count("room:3") == 1
+        })
+        .await;
+    }
+    // Publishes to channels on different shards reach every node's client once.
+    for ch in ["room:1", "room:2", "room:3"] {
+        let r = http()
+            .post(format!("{}/@channels/{ch}", control_url(&nodes[1])))
+            .body(ch)
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 200);
+        for ws in &mut clients {
+            assert_eq!(next_message(ws).await, Message::text(ch));
+        }
+    }
+    // Cross-node push and count.
+    let id_a = nodes[0].broker.connection_ids().pop().expect("id");
+    let r = http()
+        .post(format!("{}/@connections/{id_a}", control_url(&nodes[2])))
+        .body("sharded")
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        next_message(&mut clients[0]).await,
+        Message::text("sharded")
+    );
+    let r = http()
+        .get(format!("{}/@channels/room:2", control_url(&nodes[0])))
+        .send()
+        .await
+        .expect("count");
+    assert_eq!(json(r).await["subscribers"], 3);
+    // The traffic is sharded: shard channels carry it, classic pub/sub carries nothing.
+    let mut shard_subscribers = 0;
+    for s in &servers.nodes {
+        let mut con = s.client();
+        let v: Vec<redis::Value> = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg("gangway:c:room:1")
+            .query(&mut con)
+            .expect("shardnumsub");
+        if let Some(redis::Value::Int(n)) = v.get(1) {
+            shard_subscribers += n;
+        }
+        let classic: Vec<String> = redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .query(&mut con)
+            .expect("channels");
+        assert!(classic.is_empty(), "classic pub/sub used: {classic:?}");
+    }
+    assert_eq!(shard_subscribers, 3);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

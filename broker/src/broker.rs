@@ -225,6 +225,8 @@ impl Broker {
             .clone()
             .map(|redis_url| ClusterSettings {
                 redis_url,
+                mode: config.cluster.mode,
+                seed_urls: config.cluster.seed_urls.clone(),
                 heartbeat: Duration::from_millis(config.cluster.heartbeat_interval_ms),
                 node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
                 rpc_timeout: Duration::from_millis(config.cluster.rpc_timeout_ms),

@@ -163,6 +163,10 @@ pub struct ClusterConfig {
     pub redis_url: Option<String>,
     /// This node's id; generated when absent.
     pub node_id: Option<String>,
+    /// `mode = "standalone" | "redis-cluster"`.
+    pub mode: crate::cluster::RedisMode,
+    /// Further seed nodes of a Redis Cluster (`redis_url` is the first).
+    pub seed_urls: Vec<String>,
     /// How often the node refreshes its liveness key in Redis, ms.
     pub heartbeat_interval_ms: u64,
     /// A node whose liveness key is this old is dead and reaped, ms.
@@ -495,6 +499,18 @@ impl Config {
         let cluster = ClusterConfig {
             redis_url: r.string("redis_url"),
             node_id: r.string("node_id"),
+            mode: match r.string("mode").as_deref() {
+                None | Some("standalone") => crate::cluster::RedisMode::Standalone,
+                Some("redis-cluster") => crate::cluster::RedisMode::Cluster,
+                Some(other) => {
+                    r.problem(
+                        "mode",
+                        format!("must be \"standalone\" or \"redis-cluster\", not {other:?}"),
+                    );
+                    crate::cluster::RedisMode::Standalone
+                }
+            },
+            seed_urls: r.string_list("seed_urls"),
             heartbeat_interval_ms: r.uint("heartbeat_interval_ms", 1_000, 100, 60_000),
             node_ttl_ms: r.uint("node_ttl_ms", 5_000, 1_000, 600_000),
             rpc_timeout_ms: r.uint("rpc_timeout_ms", 2_000, 100, 60_000),
@@ -509,13 +525,32 @@ impl Config {
                 ),
             });
         }
-        if let Some(url) = &cluster.redis_url {
+        for (key, url) in cluster
+            .redis_url
+            .iter()
+            .map(|u| ("cluster.redis_url".to_string(), u))
+            .chain(
+                cluster
+                    .seed_urls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (format!("cluster.seed_urls[{i}]"), u)),
+            )
+        {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 problems.push(ConfigProblem {
-                    key: "cluster.redis_url".into(),
+                    key,
                     message: "must start with redis:// or rediss://".into(),
                 });
             }
+        }
+        if cluster.redis_url.is_none()
+            && (cluster.mode == crate::cluster::RedisMode::Cluster || !cluster.seed_urls.is_empty())
+        {
+            problems.push(ConfigProblem {
+                key: "cluster.redis_url".into(),
+                message: "redis-cluster mode and seed_urls need redis_url".into(),
+            });
         }
         if let Some(id) = &cluster.node_id {
             if id.is_empty()

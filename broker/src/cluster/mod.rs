@@ -17,6 +17,7 @@
 //!
 //! Messages between nodes use the compact binary format of [`wire`].
 
+mod link;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -24,13 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{ConnectionError, Shared};
 use crate::connection::Connection;
 use crate::id::{ConnectionId, NodeTag};
+use link::RedisLink;
 use wire::{Msg, Op};
 
 /// Inbound cluster messages waiting to be handled; beyond this they are dropped and counted.
@@ -49,11 +50,24 @@ pub enum ClusterError {
     Unavailable(String),
 }
 
+/// Which kind of Redis the nodes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One Redis server: classic pub/sub.
+    Standalone,
+    /// A Redis Cluster: sharded pub/sub (Redis 7 or later).
+    Cluster,
+}
+
 /// Cluster settings from `[cluster]`.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
-    /// Redis URL.
+    /// Redis URL (the first seed, with a Redis Cluster).
     pub redis_url: String,
+    /// Standalone or Redis Cluster.
+    pub mode: RedisMode,
+    /// Further Redis Cluster seed nodes.
+    pub seed_urls: Vec<String>,
     /// How often the node refreshes its liveness key.
     pub heartbeat: Duration,
     /// Liveness key TTL: a node silent this long is dead.
@@ -79,7 +93,7 @@ pub struct Cluster {
     tag: NodeTag,
     node_id: String,
     settings: ClusterSettings,
-    redis: ConnectionManager,
+    redis: RedisLink,
     up: AtomicBool,
     /// Set when the node leaves: the heartbeat stops so the node's keys stay deleted.
     leaving: AtomicBool,
@@ -121,13 +135,6 @@ impl Cluster {
         shared: &Arc<Shared>,
         settings: ClusterSettings,
     ) -> Result<Arc<Cluster>, redis::RedisError> {
-        let info = settings.redis_url.as_str().into_connection_info()?;
-        let redis_settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = redis::Client::open(info)?;
         let (tx, rx) = mpsc::channel::<PushInfo>(INBOX_CAPACITY);
         let metrics = Arc::clone(&shared.metrics);
         let push = move |info: PushInfo| -> Result<(), redis::aio::SendError> {
@@ -139,14 +146,14 @@ impl Cluster {
             }
             Ok(())
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_push_sender(push)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let redis = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let redis = match settings.mode {
+            RedisMode::Standalone => RedisLink::single(&settings.redis_url, push)?,
+            RedisMode::Cluster => {
+                let mut seeds = vec![settings.redis_url.clone()];
+                seeds.extend(settings.seed_urls.iter().cloned());
+                RedisLink::sharded(&seeds, push)?
+            }
+        };
         let cluster = Arc::new(Cluster {
             tag: shared.node_tag,
             node_id: shared.node_id.clone(),
@@ -183,10 +190,6 @@ impl Cluster {
         true
     }
 
-    fn con(&self) -> ConnectionManager {
-        self.redis.clone()
-    }
-
     fn fail_fast(&self) -> Result<(), ClusterError> {
         if self.is_up() {
             Ok(())
@@ -196,18 +199,15 @@ impl Cluster {
     }
 
     async fn publish(&self, channel: &str, msg: &Msg) -> Result<i64, ClusterError> {
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(msg.encode())
-            .query_async::<i64>(&mut self.con())
+        self.redis
+            .publish(channel, msg.encode())
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))
     }
 
     async fn node_alive(&self, tag: NodeTag) -> Result<bool, ClusterError> {
-        redis::cmd("EXISTS")
-            .arg(node_key(tag))
-            .query_async::<i64>(&mut self.con())
+        self.redis
+            .query::<i64>(redis::cmd("EXISTS").arg(node_key(tag)))
             .await
             .map(|n| n > 0)
             .map_err(|e| ClusterError::Unavailable(e.to_string()))
@@ -348,16 +348,15 @@ impl Cluster {
         let mut interest = self.interest.lock().await;
         let want = shared.channels.subscriber_count(channel) > 0;
         let have = interest.contains(channel);
-        let mut con = self.con();
         if want && !have {
             interest.insert(channel.to_string());
-            if let Err(e) = con.subscribe(channel_key(channel)).await {
+            if let Err(e) = self.redis.subscribe(channel_key(channel)).await {
                 // Kept in `interest`: restored when Redis answers again.
                 tracing::warn!(channel, error = %e, "cannot subscribe in Redis yet");
             }
         } else if !want && have {
             interest.remove(channel);
-            if let Err(e) = con.unsubscribe(channel_key(channel)).await {
+            if let Err(e) = self.redis.unsubscribe(channel_key(channel)).await {
                 tracing::debug!(channel, error = %e, "cannot unsubscribe in Redis");
             }
         }
@@ -366,11 +365,10 @@ impl Cluster {
     /// Re-issues every subscription this node needs (after Redis came back).
     async fn resubscribe_all(&self) -> redis::RedisResult<()> {
         let interest = self.interest.lock().await;
-        let mut con = self.con();
-        con.subscribe(inbox(self.tag)).await?;
-        con.subscribe(ALL).await?;
+        self.redis.subscribe(inbox(self.tag)).await?;
+        self.redis.subscribe(ALL.to_string()).await?;
         for channel in interest.iter() {
-            con.subscribe(channel_key(channel)).await?;
+            self.redis.subscribe(channel_key(channel)).await?;
         }
         Ok(())
     }
@@ -392,11 +390,14 @@ impl Cluster {
         let Ok(json) = serde_json::to_string(&record) else {
             return;
         };
-        let r = redis::cmd("HSET")
-            .arg(conns_key(self.tag))
-            .arg(&*conn.id_text)
-            .arg(json)
-            .query_async::<()>(&mut self.con())
+        let r = self
+            .redis
+            .query::<()>(
+                redis::cmd("HSET")
+                    .arg(conns_key(self.tag))
+                    .arg(&*conn.id_text)
+                    .arg(json),
+            )
             .await;
         if let Err(e) = r {
             tracing::debug!(connection_id = %conn.id_text, error = %e, "cannot record connection in Redis");
@@ -405,10 +406,13 @@ impl Cluster {
 
     /// Forgets a connection that ended here (its `$disconnect` is this node's to send).
     pub(crate) async fn unregister_connection(&self, conn: &Connection) {
-        let r = redis::cmd("HDEL")
-            .arg(conns_key(self.tag))
-            .arg(&*conn.id_text)
-            .query_async::<()>(&mut self.con())
+        let r = self
+            .redis
+            .query::<()>(
+                redis::cmd("HDEL")
+                    .arg(conns_key(self.tag))
+                    .arg(&*conn.id_text),
+            )
             .await;
         if let Err(e) = r {
             tracing::debug!(connection_id = %conn.id_text, error = %e, "cannot forget connection in Redis");
@@ -418,19 +422,18 @@ impl Cluster {
     /// Leaves the cluster (graceful shutdown): the node's keys are removed.
     pub(crate) async fn deregister(&self) {
         self.leaving.store(true, Ordering::Relaxed);
-        let r = redis::pipe()
-            .cmd("DEL")
-            .arg(node_key(self.tag))
-            .ignore()
-            .cmd("DEL")
-            .arg(conns_key(self.tag))
-            .ignore()
-            .cmd("HDEL")
-            .arg(NODES)
-            .arg(self.tag.to_string())
-            .ignore()
-            .query_async::<()>(&mut self.con())
-            .await;
+        let r = async {
+            self.redis
+                .query::<()>(redis::cmd("DEL").arg(node_key(self.tag)))
+                .await?;
+            self.redis
+                .query::<()>(redis::cmd("DEL").arg(conns_key(self.tag)))
+                .await?;
+            self.redis
+                .query::<()>(redis::cmd("HDEL").arg(NODES).arg(self.tag.to_string()))
+                .await
+        }
+        .await;
         match r {
             Ok(()) => tracing::info!(node_id = %self.node_id, "left the cluster"),
             Err(e) => tracing::warn!(error = %e, "could not deregister from Redis"),
@@ -594,20 +597,28 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
         if cluster.leaving.load(Ordering::Relaxed) {
             break;
         }
-        let beat = redis::pipe()
-            .cmd("SET")
-            .arg(node_key(cluster.tag))
-            .arg(&cluster.node_id)
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
-            .cmd("HSET")
-            .arg(NODES)
-            .arg(cluster.tag.to_string())
-            .arg(&cluster.node_id)
-            .ignore()
-            .query_async::<()>(&mut cluster.con())
-            .await;
+        let beat = async {
+            cluster
+                .redis
+                .query::<()>(
+                    redis::cmd("SET")
+                        .arg(node_key(cluster.tag))
+                        .arg(&cluster.node_id)
+                        .arg("PX")
+                        .arg(ttl_ms),
+                )
+                .await?;
+            cluster
+                .redis
+                .query::<()>(
+                    redis::cmd("HSET")
+                        .arg(NODES)
+                        .arg(cluster.tag.to_string())
+                        .arg(&cluster.node_id),
+                )
+                .await
+        }
+        .await;
         let was_up = cluster.is_up();
         match beat {
             Ok(()) if !was_up => match cluster.resubscribe_all().await {
@@ -655,50 +666,44 @@ async fn reaper(shared: Arc<Shared>, cluster: Arc<Cluster>) {
 }
 
 async fn reap_once(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> redis::RedisResult<()> {
-    let mut con = cluster.con();
-    let nodes: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(NODES)
-        .query_async(&mut con)
-        .await?;
+    let redis = &cluster.redis;
+    let nodes: HashMap<String, String> = redis.query(redis::cmd("HGETALL").arg(NODES)).await?;
     for (tag_hex, node_id) in nodes {
         if tag_hex == cluster.tag.to_string() {
             continue;
         }
-        let alive: i64 = redis::cmd("EXISTS")
-            .arg(format!("gangway:node:{tag_hex}"))
-            .query_async(&mut con)
+        let alive: i64 = redis
+            .query(redis::cmd("EXISTS").arg(format!("gangway:node:{tag_hex}")))
             .await?;
         if alive > 0 {
             continue;
         }
-        let lock: Option<String> = redis::cmd("SET")
-            .arg(format!("gangway:reap:{tag_hex}"))
-            .arg(&cluster.node_id)
-            .arg("NX")
-            .arg("EX")
-            .arg(120)
-            .query_async(&mut con)
+        let lock: Option<String> = redis
+            .query(
+                redis::cmd("SET")
+                    .arg(format!("gangway:reap:{tag_hex}"))
+                    .arg(&cluster.node_id)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(120),
+            )
             .await?;
         if lock.is_none() {
             continue;
         }
         let key = format!("gangway:conns:{tag_hex}");
-        let records: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut con)
-            .await?;
+        let records: HashMap<String, String> = redis.query(redis::cmd("HGETALL").arg(&key)).await?;
         tracing::warn!(dead_node = %node_id, connections = records.len(), "node lost: sending $disconnect for its connections");
         let reason = format!("Node lost: {node_id}");
         let mut deliveries = Vec::new();
         for (id_text, json) in records {
-            let (Ok(id), Ok(rec)) = (
+            let parsed = (
                 ConnectionId::parse(&id_text),
                 serde_json::from_str::<ConnRecord>(&json),
-            ) else {
-                let _ = redis::cmd("HDEL")
-                    .arg(&key)
-                    .arg(&id_text)
-                    .query_async::<()>(&mut con)
+            );
+            let (Ok(id), Ok(rec)) = parsed else {
+                let _ = redis
+                    .query::<()>(redis::cmd("HDEL").arg(&key).arg(&id_text))
                     .await;
                 continue;
             };
@@ -712,28 +717,25 @@ async fn reap_once(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> redis::Redis
                 reason.clone(),
                 None,
             );
-            let (key, id_text, mut con) = (key.clone(), id_text.clone(), cluster.con());
+            let (key, cluster) = (key.clone(), Arc::clone(cluster));
             deliveries.push(tokio::spawn(async move {
                 if let Some(h) = handle {
                     let _ = h.await;
                 }
-                let _ = redis::cmd("HDEL")
-                    .arg(&key)
-                    .arg(&id_text)
-                    .query_async::<()>(&mut con)
+                let _ = cluster
+                    .redis
+                    .query::<()>(redis::cmd("HDEL").arg(&key).arg(&id_text))
                     .await;
             }));
         }
-        let (cluster, tag_hex) = (Arc::clone(cluster), tag_hex.clone());
+        let cluster = Arc::clone(cluster);
         tokio::spawn(async move {
             for d in deliveries {
                 let _ = d.await;
             }
-            let mut con = cluster.con();
-            let _ = redis::cmd("HDEL")
-                .arg(NODES)
-                .arg(&tag_hex)
-                .query_async::<()>(&mut con)
+            let _ = cluster
+                .redis
+                .query::<()>(redis::cmd("HDEL").arg(NODES).arg(&tag_hex))
                 .await;
         });
     }

@@ -1,0 +1,117 @@
+//! The node's connection to Redis: one standalone server (classic pub/sub, `PUBLISH` /
+//! `SUBSCRIBE`) or a Redis Cluster (sharded pub/sub, `SPUBLISH` / `SSUBSCRIBE`, so channel
+//! traffic spreads over the shards). Everything else in the cluster module is the same for both.
+
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult};
+use std::time::Duration;
+
+/// See the module documentation.
+pub(crate) enum RedisLink {
+    /// One Redis server; connected lazily, reconnected and resubscribed by the manager.
+    Single(ConnectionManager),
+    /// A Redis Cluster; connected on first use (the connection follows topology changes,
+    /// reconnects and resubscribes by itself).
+    Sharded {
+        client: Box<ClusterClient>,
+        con: tokio::sync::Mutex<Option<ClusterConnection>>,
+    },
+}
+
+impl RedisLink {
+    /// A link to one server at `url`; nothing is connected yet.
+    pub(crate) fn single(url: &str, push: impl AsyncPushSender) -> RedisResult<RedisLink> {
+        let info = url.into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        Ok(RedisLink::Single(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+
+    /// A link to a Redis Cluster reached through `seeds`; nothing is connected yet.
+    pub(crate) fn sharded(seeds: &[String], push: impl AsyncPushSender) -> RedisResult<RedisLink> {
+        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .retries(1)
+            .build()?;
+        Ok(RedisLink::Sharded {
+            client: Box::new(client),
+            con: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn cluster_con(
+        client: &ClusterClient,
+        con: &tokio::sync::Mutex<Option<ClusterConnection>>,
+    ) -> RedisResult<ClusterConnection> {
+        let mut guard = con.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = client.get_async_connection().await?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs one command.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            RedisLink::Single(m) => cmd.query_async(&mut m.clone()).await,
+            RedisLink::Sharded { client, con } => {
+                let mut c = Self::cluster_con(client, con).await?;
+                cmd.query_async(&mut c).await
+            }
+        }
+    }
+
+    /// Publishes; returns how many subscribers (nodes) received it.
+    pub(crate) async fn publish(&self, channel: &str, payload: Vec<u8>) -> RedisResult<i64> {
+        let verb = match self {
+            RedisLink::Single(_) => "PUBLISH",
+            RedisLink::Sharded { .. } => "SPUBLISH",
+        };
+        self.query(redis::cmd(verb).arg(channel).arg(payload)).await
+    }
+
+    /// Subscribes this node to a channel (messages arrive on the push sender).
+    pub(crate) async fn subscribe(&self, channel: String) -> RedisResult<()> {
+        match self {
+            RedisLink::Single(m) => m.clone().subscribe(channel).await,
+            RedisLink::Sharded { client, con } => {
+                Self::cluster_con(client, con)
+                    .await?
+                    .ssubscribe(channel)
+                    .await
+            }
+        }
+    }
+
+    /// Unsubscribes this node from a channel.
+    pub(crate) async fn unsubscribe(&self, channel: String) -> RedisResult<()> {
+        match self {
+            RedisLink::Single(m) => m.clone().unsubscribe(channel).await,
+            RedisLink::Sharded { client, con } => {
+                Self::cluster_con(client, con)
+                    .await?
+                    .sunsubscribe(channel)
+                    .await
+            }
+        }
+    }
+}
