@@ -47,7 +47,8 @@ enum Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// WebSocket URL template of the server under test (loopback only); `{i}` is the
-    /// connection's index, `{channel}` its channel.
+    /// connection's index, `{channel}` its channel. Several comma-separated URLs spread the
+    /// connections over several servers (connection i uses URL i mod n).
     #[arg(long, default_value = "ws://127.0.0.1:8080/")]
     pub url: String,
     /// Connections to open.
@@ -165,10 +166,12 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
 }
 
 fn check_common(common: &Common) -> anyhow::Result<()> {
-    if !common.url.starts_with("ws://") {
-        bail!("only ws:// URLs are supported");
+    for url in common.url.split(',') {
+        if !url.starts_with("ws://") {
+            bail!("only ws:// URLs are supported");
+        }
+        check_loopback(url)?;
     }
-    check_loopback(&common.url)?;
     if common.connections == 0 || common.connections > 1_000_000 {
         bail!("--connections must be between 1 and 1000000");
     }
@@ -199,6 +202,12 @@ fn publish_how(p: &PublishArgs) -> Publish {
     }
 }
 
+/// URL `i` of a comma-separated list of templates, with `{i}` filled in.
+fn pick(urls: &str, i: usize) -> String {
+    let list: Vec<&str> = urls.split(',').collect();
+    list[i % list.len()].replace("{i}", &i.to_string())
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s.min(3_600))
 }
@@ -212,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Connect(a) => {
             check_common(&a.common)?;
             let url = a.common.url.clone();
-            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let url_for = move |i: usize| pick(&url, i);
             let r = scenario::run(
                 &a.common,
                 "connect",
@@ -230,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--size must be at least 64");
             }
             let url = a.common.url.clone();
-            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let url_for = move |i: usize| pick(&url, i);
             let work = Work::Echo {
                 size: a.size,
                 window: a.window.clamp(1, 1024),
@@ -261,10 +270,7 @@ async fn main() -> anyhow::Result<()> {
             let url = a.common.url.clone();
             let channels = a.channels;
             let channel_of = name.clone();
-            let url_for = move |i: usize| {
-                url.replace("{i}", &i.to_string())
-                    .replace("{channel}", &channel_of(i % channels))
-            };
+            let url_for = move |i: usize| pick(&url, i).replace("{channel}", &channel_of(i % channels));
             let n = a.common.connections;
             let targets: Vec<Target> = (0..channels)
                 .map(|c| Target {
@@ -298,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let registry = backend::start(addr).await?;
             let url = a.common.url.clone();
-            let url_for = move |i: usize| url.replace("{i}", &i.to_string());
+            let url_for = move |i: usize| pick(&url, i);
             let n = a.common.connections;
             let how = publish_how(&a.publish);
             let push_url = a.push_url.clone();

@@ -116,15 +116,26 @@ where
         connections_requested: common.connections,
         ..RunResult::default()
     };
-    let addr = match resolve(&url_for(0)).await {
-        Ok(a) => a,
-        Err(e) => {
-            result
-                .connect_failures
-                .insert(format!("resolve: {e}"), common.connections as u64);
-            return result;
+    // Resolve each distinct server once (connections may be spread over several).
+    let mut addrs = std::collections::HashMap::new();
+    for i in 0..common.connections.min(64) {
+        let url = url_for(i);
+        let authority = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("").to_string();
+        if let std::collections::hash_map::Entry::Vacant(e) = addrs.entry(authority) {
+            match resolve(&url).await {
+                Ok(a) => {
+                    e.insert(a);
+                }
+                Err(err) => {
+                    result
+                        .connect_failures
+                        .insert(format!("resolve: {err}"), common.connections as u64);
+                    return result;
+                }
+            }
         }
-    };
+    }
+    let addrs = Arc::new(addrs);
     let progress = (!common.json && !common.quiet).then(|| {
         let bar = indicatif::ProgressBar::new(common.connections as u64);
         bar.set_style(
@@ -159,8 +170,20 @@ where
         let shared = Arc::clone(&shared);
         let url = url_for(i);
         let mut go = go_rx.clone();
+        let addrs = Arc::clone(&addrs);
         tasks.spawn(async move {
             let t0 = Instant::now();
+            let authority = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
+            let addr = match addrs.get(authority) {
+                Some(a) => *a,
+                None => match resolve(&url).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(format!("resolve: {e}"))).await;
+                        return TaskOutcome::default();
+                    }
+                },
+            };
             let ws = match dial(&url, addr, source).await {
                 Ok(ws) => {
                     let _ = opened_tx.send(Ok(t0.elapsed())).await;
