@@ -9,10 +9,20 @@ use tokio_tungstenite::WebSocketStream;
 /// An open client WebSocket.
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// The `host:port` part of a URL.
+pub fn authority(url: &str) -> &str {
+    url.split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("")
+}
+
 /// Resolves the URL's host and port.
 pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.strip_prefix("ws://").context("ws:// URL")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    url.strip_prefix("ws://").context("ws:// URL")?;
+    let authority = authority(url);
     let authority = if authority.contains(':') {
         authority.to_string()
     } else {

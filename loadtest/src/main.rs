@@ -270,7 +270,8 @@ async fn main() -> anyhow::Result<()> {
             let url = a.common.url.clone();
             let channels = a.channels;
             let channel_of = name.clone();
-            let url_for = move |i: usize| pick(&url, i).replace("{channel}", &channel_of(i % channels));
+            let url_for =
+                move |i: usize| pick(&url, i).replace("{channel}", &channel_of(i % channels));
             let n = a.common.connections;
             let targets: Vec<Target> = (0..channels)
                 .map(|c| Target {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::dial::{dial, resolve, Ws};
+use crate::dial::{authority, dial, resolve, Ws};
 use crate::report::{Percentiles, RunResult};
 use crate::Common;
 
@@ -120,8 +120,9 @@ where
     let mut addrs = std::collections::HashMap::new();
     for i in 0..common.connections.min(64) {
         let url = url_for(i);
-        let authority = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("").to_string();
-        if let std::collections::hash_map::Entry::Vacant(e) = addrs.entry(authority) {
+        if let std::collections::hash_map::Entry::Vacant(e) =
+            addrs.entry(authority(&url).to_string())
+        {
             match resolve(&url).await {
                 Ok(a) => {
                     e.insert(a);
@@ -173,8 +174,7 @@ where
         let addrs = Arc::clone(&addrs);
         tasks.spawn(async move {
             let t0 = Instant::now();
-            let authority = url.split("://").nth(1).unwrap_or("").split(['/', '?']).next().unwrap_or("");
-            let addr = match addrs.get(authority) {
+            let addr = match addrs.get(authority(&url)) {
                 Some(a) => *a,
                 None => match resolve(&url).await {
                     Ok(a) => a,
