@@ -13,6 +13,7 @@ mod dial;
 mod publish;
 mod report;
 mod scenario;
+mod timeline;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -66,6 +67,75 @@ pub struct Common {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Write a messages-per-second and latency-over-time chart (SVG) to this file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// Worker processes to spread the connections over (connect and echo): each holds its share,
+    /// from its share of --source-ips, so no process passes the open-file limit.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Set in worker processes: the global index of their first connection.
+    #[arg(skip)]
+    pub index_offset: usize,
+}
+
+/// Environment variable that makes a process a worker: `<index>/<workers>`.
+const WORKER_ENV: &str = "LOADTEST_WORKER";
+
+impl Common {
+    /// In a worker process, narrows the options to this worker's share.
+    fn as_worker(&mut self) -> anyhow::Result<bool> {
+        let Ok(spec) = std::env::var(WORKER_ENV) else {
+            return Ok(false);
+        };
+        let (i, k) = spec
+            .split_once('/')
+            .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.parse::<usize>().ok()?)))
+            .filter(|(i, k)| i < k)
+            .context("bad LOADTEST_WORKER")?;
+        let n = self.connections;
+        self.index_offset = i * (n / k) + i.min(n % k);
+        self.connections = n / k + usize::from(i < n % k);
+        if !self.source_ips.is_empty() {
+            let mine: Vec<IpAddr> = self.source_ips.iter().copied().skip(i).step_by(k).collect();
+            self.source_ips = if mine.is_empty() {
+                vec![self.source_ips[i % self.source_ips.len()]]
+            } else {
+                mine
+            };
+        }
+        self.connect_rate = (self.connect_rate / k as u32).max(1);
+        self.json = true;
+        self.quiet = true;
+        self.plot = None;
+        self.workers = 1;
+        Ok(true)
+    }
+}
+
+/// Runs this same command in `workers` child processes and merges their JSON results.
+fn run_workers(workers: usize) -> anyhow::Result<report::RunResult> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let children: Vec<_> = (0..workers)
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .args(&args)
+                .env(WORKER_ENV, format!("{i}/{workers}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("cannot start a worker process")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut results = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().context("worker")?;
+        if !out.status.success() {
+            bail!("a worker process failed ({})", out.status);
+        }
+        results.push(serde_json::from_slice(&out.stdout).context("worker printed no JSON result")?);
+    }
+    Ok(report::RunResult::merge(results))
 }
 
 #[derive(Debug, Args)]
@@ -217,11 +287,16 @@ type NoDriver = fn(Duration) -> std::future::Ready<DriverResult>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (result, json) = match cli.scenario {
-        Scenario::Connect(a) => {
+    let (result, json, plot) = match cli.scenario {
+        Scenario::Connect(mut a) => {
             check_common(&a.common)?;
-            let url = a.common.url.clone();
-            let url_for = move |i: usize| pick(&url, i);
+            let is_worker = a.common.as_worker()?;
+            if !is_worker && a.common.workers > 1 {
+                let r = run_workers(a.common.workers.min(64))?;
+                return finish(r, a.common.json, a.common.plot.clone());
+            }
+            let (url, offset) = (a.common.url.clone(), a.common.index_offset);
+            let url_for = move |i: usize| pick(&url, offset + i);
             let r = scenario::run(
                 &a.common,
                 "connect",
@@ -231,15 +306,20 @@ async fn main() -> anyhow::Result<()> {
                 None::<NoDriver>,
             )
             .await;
-            (r, a.common.json)
+            (r, a.common.json, a.common.plot.clone())
         }
-        Scenario::Echo(a) => {
+        Scenario::Echo(mut a) => {
             check_common(&a.common)?;
             if a.size < 64 {
                 bail!("--size must be at least 64");
             }
-            let url = a.common.url.clone();
-            let url_for = move |i: usize| pick(&url, i);
+            let is_worker = a.common.as_worker()?;
+            if !is_worker && a.common.workers > 1 {
+                let r = run_workers(a.common.workers.min(64))?;
+                return finish(r, a.common.json, a.common.plot.clone());
+            }
+            let (url, offset) = (a.common.url.clone(), a.common.index_offset);
+            let url_for = move |i: usize| pick(&url, offset + i);
             let work = Work::Echo {
                 size: a.size,
                 window: a.window.clamp(1, 1024),
@@ -253,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
                 None::<NoDriver>,
             )
             .await;
-            (r, a.common.json)
+            (r, a.common.json, a.common.plot.clone())
         }
         Scenario::Fanout(a) => {
             check_common(&a.common)?;
@@ -290,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(driver),
             )
             .await;
-            (r, a.common.json)
+            (r, a.common.json, a.common.plot.clone())
         }
         Scenario::Direct(a) => {
             check_common(&a.common)?;
@@ -338,9 +418,29 @@ async fn main() -> anyhow::Result<()> {
                 Some(driver),
             )
             .await;
-            (r, a.common.json)
+            (r, a.common.json, a.common.plot.clone())
         }
     };
+    finish(result, json, plot)
+}
+
+/// Writes the plot (if asked) and prints the result.
+fn finish(
+    result: report::RunResult,
+    json: bool,
+    plot: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(path) = plot {
+        let title = format!(
+            "gangway-loadtest {}: {} connections",
+            result.scenario, result.connections_established
+        );
+        std::fs::write(&path, timeline::svg(&title, &result.timeline))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if !json {
+            println!("plot: {}", path.display());
+        }
+    }
     report::print(&result, json);
     Ok(())
 }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -38,7 +38,7 @@ impl Percentiles {
 }
 
 /// What a run measured.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// Scenario name.
     pub scenario: String,
@@ -82,6 +82,57 @@ pub struct RunResult {
     pub deliveries_per_sec: f64,
     /// Publish-to-receive latency.
     pub delivery_latency: Percentiles,
+    /// Messages received and latency, second by second since the run started.
+    pub timeline: Vec<crate::timeline::Second>,
+}
+
+impl Percentiles {
+    /// The worse of two (the larger value of each percentile); counts add.
+    fn worst(&self, other: &Percentiles) -> Percentiles {
+        Percentiles {
+            count: self.count + other.count,
+            p50_ms: self.p50_ms.max(other.p50_ms),
+            p90_ms: self.p90_ms.max(other.p90_ms),
+            p99_ms: self.p99_ms.max(other.p99_ms),
+            p999_ms: self.p999_ms.max(other.p999_ms),
+            max_ms: self.max_ms.max(other.max_ms),
+        }
+    }
+}
+
+impl RunResult {
+    /// Merges the results of worker processes that ran side by side: counts and rates add,
+    /// percentiles are the worst worker's.
+    pub fn merge(results: Vec<RunResult>) -> RunResult {
+        let mut total = RunResult::default();
+        for r in results {
+            total.scenario = r.scenario.clone();
+            total.connections_requested += r.connections_requested;
+            total.connections_established += r.connections_established;
+            for (k, v) in r.connect_failures {
+                *total.connect_failures.entry(k).or_default() += v;
+            }
+            total.connect_latency = total.connect_latency.worst(&r.connect_latency);
+            total.connects_per_sec += r.connects_per_sec;
+            total.sent += r.sent;
+            total.received += r.received;
+            total.out_of_order += r.out_of_order;
+            total.round_trips_per_sec += r.round_trips_per_sec;
+            total.round_trip_latency = total.round_trip_latency.worst(&r.round_trip_latency);
+            total.dropped_while_held += r.dropped_while_held;
+            for (i, s) in r.timeline.into_iter().enumerate() {
+                match total.timeline.get_mut(i) {
+                    Some(t) => {
+                        t.count += s.count;
+                        t.p50_ms = t.p50_ms.max(s.p50_ms);
+                        t.p99_ms = t.p99_ms.max(s.p99_ms);
+                    }
+                    None => total.timeline.push(s),
+                }
+            }
+        }
+        total
+    }
 }
 
 /// Prints a human summary, or JSON.

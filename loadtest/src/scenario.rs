@@ -50,6 +50,7 @@ pub struct DriverResult {
 }
 
 struct Shared {
+    timeline: crate::timeline::Timeline,
     stop: watch::Receiver<bool>,
     dropped: AtomicU64,
     received: AtomicU64,
@@ -147,7 +148,10 @@ where
         bar
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Ramp (at the connect rate) + the run + draining, in seconds.
+    let span = common.connections as u64 / common.connect_rate.max(1) as u64 + hold.as_secs() + 30;
     let shared = Arc::new(Shared {
+        timeline: crate::timeline::Timeline::new(span as usize),
         stop: stop_rx,
         dropped: AtomicU64::new(0),
         received: AtomicU64::new(0),
@@ -268,6 +272,7 @@ where
         p.finish_and_clear();
     }
     result.dropped_while_held = shared.dropped.load(Ordering::Relaxed);
+    result.timeline = shared.timeline.seconds();
     match driven {
         None => {
             result.round_trip_latency = Percentiles::from_us(&rtt);
@@ -331,7 +336,9 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
                             last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
                             outcome.received += 1;
                             shared.received.fetch_add(1, Ordering::Relaxed);
-                            let _ = h.record(now_us().saturating_sub(ts).max(1));
+                            let latency = now_us().saturating_sub(ts).max(1);
+                            let _ = h.record(latency);
+                            shared.timeline.record(latency);
                             if let Some(p) = &shared.progress {
                                 p.inc(1);
                             }
@@ -369,7 +376,9 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
                             }
                             expect = got.wrapping_add(1);
                             outcome.received += 1;
-                            let _ = h.record(now_us().saturating_sub(ts).max(1));
+                            let latency = now_us().saturating_sub(ts).max(1);
+                            let _ = h.record(latency);
+                            shared.timeline.record(latency);
                             if stopping {
                                 if outcome.received >= seq { break; }
                             } else if ws.send(Message::text(stamp(0, seq, size))).await.is_err() {
