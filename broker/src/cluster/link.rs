@@ -21,17 +21,20 @@ pub(crate) enum RedisLink {
 }
 
 impl RedisLink {
-    /// A link to one server at `url`; nothing is connected yet.
-    pub(crate) fn single(url: &str, push: impl AsyncPushSender) -> RedisResult<RedisLink> {
+    /// A link to one server at `url`; nothing is connected yet. Without `push` it carries
+    /// commands only.
+    pub(crate) fn single(url: &str, push: Option<impl AsyncPushSender>) -> RedisResult<RedisLink> {
         let info = url.into_connection_info()?;
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push)
-            .set_automatic_resubscription()
+        let mut config = ConnectionManagerConfig::new();
+        if let Some(push) = push {
+            config = config.set_push_sender(push).set_automatic_resubscription();
+        }
+        let config = config
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
@@ -41,11 +44,18 @@ impl RedisLink {
         )?))
     }
 
-    /// A link to a Redis Cluster reached through `seeds`; nothing is connected yet.
-    pub(crate) fn sharded(seeds: &[String], push: impl AsyncPushSender) -> RedisResult<RedisLink> {
-        let client = ClusterClient::builder(seeds.iter().map(String::as_str))
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(push)
+    /// A link to a Redis Cluster reached through `seeds`; nothing is connected yet. Without
+    /// `push` it carries commands only.
+    pub(crate) fn sharded(
+        seeds: &[String],
+        push: Option<impl AsyncPushSender>,
+    ) -> RedisResult<RedisLink> {
+        let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str))
+            .use_protocol(ProtocolVersion::RESP3);
+        if let Some(push) = push {
+            builder = builder.push_sender(push);
+        }
+        let client = builder
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2))
             .retries(1)

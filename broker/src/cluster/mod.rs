@@ -94,6 +94,8 @@ pub struct Cluster {
     node_id: String,
     settings: ClusterSettings,
     redis: RedisLink,
+    /// A second link, used only by the heartbeat.
+    beat: RedisLink,
     up: AtomicBool,
     /// Set when the node leaves: the heartbeat stops so the node's keys stay deleted.
     leaving: AtomicBool,
@@ -146,19 +148,27 @@ impl Cluster {
             }
             Ok(())
         };
-        let redis = match settings.mode {
-            RedisMode::Standalone => RedisLink::single(&settings.redis_url, push)?,
-            RedisMode::Cluster => {
-                let mut seeds = vec![settings.redis_url.clone()];
-                seeds.extend(settings.seed_urls.iter().cloned());
-                RedisLink::sharded(&seeds, push)?
-            }
+        let mut seeds = vec![settings.redis_url.clone()];
+        seeds.extend(settings.seed_urls.iter().cloned());
+        type NoPush = fn(PushInfo) -> Result<(), redis::aio::SendError>;
+        // The heartbeat has a connection of its own, so a burst of other commands (thousands of
+        // connections closing at once) cannot delay it past the liveness TTL.
+        let (redis, beat) = match settings.mode {
+            RedisMode::Standalone => (
+                RedisLink::single(&settings.redis_url, Some(push))?,
+                RedisLink::single(&settings.redis_url, None::<NoPush>)?,
+            ),
+            RedisMode::Cluster => (
+                RedisLink::sharded(&seeds, Some(push))?,
+                RedisLink::sharded(&seeds, None::<NoPush>)?,
+            ),
         };
         let cluster = Arc::new(Cluster {
             tag: shared.node_tag,
             node_id: shared.node_id.clone(),
             settings,
             redis,
+            beat,
             up: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -422,15 +432,16 @@ impl Cluster {
     /// Leaves the cluster (graceful shutdown): the node's keys are removed.
     pub(crate) async fn deregister(&self) {
         self.leaving.store(true, Ordering::Relaxed);
+        // Leave the node list first: a reaper must never see this node listed but silent.
         let r = async {
             self.redis
-                .query::<()>(redis::cmd("DEL").arg(node_key(self.tag)))
+                .query::<()>(redis::cmd("HDEL").arg(NODES).arg(self.tag.to_string()))
                 .await?;
             self.redis
                 .query::<()>(redis::cmd("DEL").arg(conns_key(self.tag)))
                 .await?;
             self.redis
-                .query::<()>(redis::cmd("HDEL").arg(NODES).arg(self.tag.to_string()))
+                .query::<()>(redis::cmd("DEL").arg(node_key(self.tag)))
                 .await
         }
         .await;
@@ -599,7 +610,7 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
         }
         let beat = async {
             cluster
-                .redis
+                .beat
                 .query::<()>(
                     redis::cmd("SET")
                         .arg(node_key(cluster.tag))
@@ -609,7 +620,7 @@ async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
                 )
                 .await?;
             cluster
-                .redis
+                .beat
                 .query::<()>(
                     redis::cmd("HSET")
                         .arg(NODES)
