@@ -306,6 +306,12 @@ impl Broker {
     pub async fn shutdown(&self) {
         let s = &self.shared;
         s.shutdown.cancel();
+        // Each open connection learns through its outbox (connections registered from now on
+        // check the token themselves).
+        s.registry.for_each(|c| {
+            c.outbox
+                .request_close(close::GOING_AWAY, "Server shutting down");
+        });
         let grace = Duration::from_secs(s.config.limits.shutdown_grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         s.connections.close();

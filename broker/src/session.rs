@@ -104,11 +104,10 @@ impl Session {
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
+            // Draining reaches this task as a close request in its outbox (see
+            // `Broker::shutdown`): no shared cancellation future is polled per message.
             let step = tokio::select! {
                 biased;
-                _ = self.shared.shutdown.cancelled() => {
-                    Step::Close(close::GOING_AWAY, "Server shutting down", "shutdown")
-                }
                 _ = self.conn.outbox.wait() => {
                     let close_request = self.conn.outbox.drain(&mut batch);
                     if !batch.is_empty() {
@@ -123,7 +122,10 @@ impl Session {
                             tracing::warn!(connection_id = %self.conn.id_text, "slow consumer: disconnecting");
                             return Box::pin(self.close_with(ws, c.code, c.reason, "slow_consumer")).await;
                         }
-                        Some(c) => return Box::pin(self.close_with(ws, c.code, c.reason, "deleted")).await,
+                        Some(c) => {
+                            let label = if c.code == close::GOING_AWAY { "shutdown" } else { "deleted" };
+                            return Box::pin(self.close_with(ws, c.code, c.reason, label)).await;
+                        }
                         None => Step::Continue,
                     }
                 }
@@ -150,7 +152,12 @@ impl Session {
                     return Box::pin(self.close_with(ws, code, reason.to_string(), label)).await;
                 }
             }
-            timer.as_mut().reset(self.next_deadline());
+            // Deadlines only move later while a connection is busy, so the timer is reset only
+            // when it fired or must fire sooner: no timer-wheel work per message.
+            let next = self.next_deadline();
+            if timer.is_elapsed() || next < timer.deadline() {
+                timer.as_mut().reset(next);
+            }
         }
     }
 
@@ -175,6 +182,7 @@ impl Session {
         next
     }
 
+    /// Checks every deadline against the clock; the timer may fire early (it is reset lazily).
     async fn on_timer(&mut self, ws: &mut Ws) -> Step {
         let now = Instant::now();
         let limits = &self.shared.config.limits;

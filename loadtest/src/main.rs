@@ -11,6 +11,7 @@
 mod backend;
 mod dial;
 mod publish;
+mod reference;
 mod report;
 mod scenario;
 mod timeline;
@@ -42,6 +43,18 @@ enum Scenario {
     Fanout(FanoutArgs),
     /// Pushes to individual connection ids through HTTP (needs --backend-listen).
     Direct(DirectArgs),
+    /// Run the raw one-write-per-socket reference server (for side-by-side comparisons).
+    Reference(ReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReferenceArgs {
+    /// WebSocket listener (loopback).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    websocket: SocketAddr,
+    /// Publish listener: `POST /pub` sends the body to every socket.
+    #[arg(long, default_value = "127.0.0.1:8091")]
+    publish: SocketAddr,
 }
 
 /// Options every scenario shares.
@@ -288,6 +301,12 @@ type NoDriver = fn(Duration) -> std::future::Ready<DriverResult>;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (result, json, plot) = match cli.scenario {
+        Scenario::Reference(a) => {
+            if !a.websocket.ip().is_loopback() || !a.publish.ip().is_loopback() {
+                bail!("the reference server listens on loopback addresses only");
+            }
+            return reference::serve(a.websocket, a.publish).await;
+        }
         Scenario::Connect(mut a) => {
             check_common(&a.common)?;
             let is_worker = a.common.as_worker()?;

@@ -44,9 +44,9 @@ fn bucket_upper_us(b: usize) -> u64 {
     let pow = b as u64 / SUB;
     let frac = b as u64 % SUB;
     if pow >= 2 {
-        ((SUB + frac + 1) << (pow - 2)).max(1)
+        (SUB + frac + 1) << (pow - 2)
     } else {
-        1 << pow
+        1 << (pow + 1)
     }
 }
 
