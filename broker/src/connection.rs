@@ -59,6 +59,25 @@ impl Connection {
         }
     }
 
+    /// What every event of this connection shares. `source_ip` is its address as text (the
+    /// caller keeps the string).
+    pub fn event_source<'a>(
+        &'a self,
+        api: &'a crate::config::ApiConfig,
+        source_ip: &'a str,
+    ) -> crate::event::EventSource<'a> {
+        crate::event::EventSource {
+            stage: &api.stage,
+            api_id: &api.api_id,
+            domain_name: &self.domain_name,
+            connection_id: &self.id_text,
+            connected_at_ms: self.connected_at_ms,
+            source_ip,
+            user_agent: self.user_agent.as_deref(),
+            authorizer: self.authorizer.as_deref(),
+        }
+    }
+
     /// Records activity now.
     pub fn touch(&self, now_ms: i64) {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::Shared;
 use crate::connection::Connection;
-use crate::event::{build_event, EventKind, EventSource};
+use crate::event::{build_event, EventKind};
 use crate::id::request_id;
 use crate::integration::Integration;
 
@@ -43,16 +43,7 @@ pub(crate) fn schedule(
         let rid = request_id();
         let source_ip = conn.source_ip.to_string();
         let event = build_event(
-            &EventSource {
-                stage: &config.api.stage,
-                api_id: &config.api.api_id,
-                domain_name: &conn.domain_name,
-                connection_id: &conn.id_text,
-                connected_at_ms: conn.connected_at_ms,
-                source_ip: &source_ip,
-                user_agent: conn.user_agent.as_deref(),
-                authorizer: conn.authorizer.as_deref(),
-            },
+            &conn.event_source(&config.api, &source_ip),
             &EventKind::Disconnect {
                 status_code: code,
                 reason: &reason,

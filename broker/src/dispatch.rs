@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{deliver, Shared};
 use crate::connection::Connection;
-use crate::event::{build_event, EventKind, EventSource, MessageBody};
+use crate::event::{build_event, EventKind, MessageBody};
 use crate::gateway_frame;
 use crate::id::request_id;
 use crate::integration::{Integration, Route};
@@ -56,16 +56,7 @@ async fn dispatch_one(shared: &Shared, conn: &Connection, inbound: Inbound) {
         _ => return,
     };
     let event = build_event(
-        &EventSource {
-            stage: &config.api.stage,
-            api_id: &config.api.api_id,
-            domain_name: &conn.domain_name,
-            connection_id: &conn.id_text,
-            connected_at_ms: conn.connected_at_ms,
-            source_ip: &source_ip,
-            user_agent: conn.user_agent.as_deref(),
-            authorizer: conn.authorizer.as_deref(),
-        },
+        &conn.event_source(&config.api, &source_ip),
         &EventKind::Message {
             route_key: &inbound.route.key,
             message_id: &rid,

@@ -551,30 +551,16 @@ async fn handle(shared: &Arc<Shared>, cluster: &Arc<Cluster>, channel: &str, msg
             exclude,
             payload,
         } => {
-            if origin == cluster.tag {
-                return;
+            // The channel is the Redis channel the message travelled on.
+            if let Some(name) = channel.strip_prefix("gangway:c:") {
+                fan_in(shared, cluster, origin, Some(name), &payload, exclude);
             }
-            m.cluster_messages_total
-                .with_label_values(&["in", "publish"])
-                .inc();
-            let Some(name) = channel.strip_prefix("gangway:c:") else {
-                return;
-            };
-            crate::broker::fan_out_local(shared, Some(name), &payload, exclude, "cluster_publish");
         }
         Msg::Broadcast {
             origin,
             exclude,
             payload,
-        } => {
-            if origin == cluster.tag {
-                return;
-            }
-            m.cluster_messages_total
-                .with_label_values(&["in", "broadcast"])
-                .inc();
-            crate::broker::fan_out_local(shared, None, &payload, exclude, "cluster_broadcast");
-        }
+        } => fan_in(shared, cluster, origin, None, &payload, exclude),
         Msg::CountQuery {
             req_id,
             reply_to,
@@ -595,6 +581,31 @@ async fn handle(shared: &Arc<Shared>, cluster: &Arc<Cluster>, channel: &str, msg
             });
         }
     }
+}
+
+/// Delivers another node's publish (`Some(channel)`) or broadcast (`None`) to this node's
+/// connections; a node's own messages come back from Redis and are skipped.
+fn fan_in(
+    shared: &Shared,
+    cluster: &Cluster,
+    origin: NodeTag,
+    channel: Option<&str>,
+    payload: &[u8],
+    exclude: Option<ConnectionId>,
+) {
+    if origin == cluster.tag {
+        return;
+    }
+    let (kind, source) = match channel {
+        Some(_) => ("publish", "cluster_publish"),
+        None => ("broadcast", "cluster_broadcast"),
+    };
+    shared
+        .metrics
+        .cluster_messages_total
+        .with_label_values(&["in", kind])
+        .inc();
+    crate::broker::fan_out_local(shared, channel, payload, exclude, source);
 }
 
 async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {
