@@ -63,6 +63,9 @@ struct Session {
     /// Rate limiter: start of the current one-second window and messages in it.
     window_start: Instant,
     window_count: u32,
+    /// A ping arrived since the last write: tungstenite may hold its pong unwritten, and it
+    /// must leave before our frames. (tungstenite buffers nothing else between our writes.)
+    pong_pending: bool,
 }
 
 /// What the read side decided.
@@ -88,6 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<
         last_ping: now,
         window_start: now,
         window_count: 0,
+        pong_pending: false,
     };
     let (code, reason, label) = s.drive(&mut ws).await;
     Ended {
@@ -218,8 +222,11 @@ impl Session {
     /// after anything tungstenite itself queued (pongs), so the byte stream stays in order.
     async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Bytes>) -> Result<(), Step> {
         let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
+        let flush_first = std::mem::take(&mut self.pong_pending);
         let written = tokio::time::timeout(write_timeout, async {
-            ws.flush().await.map_err(std::io::Error::other)?;
+            if flush_first {
+                ws.flush().await.map_err(std::io::Error::other)?;
+            }
             write_all_frames(ws.get_mut(), batch).await
         })
         .await;
@@ -310,7 +317,11 @@ impl Session {
                 }
                 self.on_data(None, Message::Binary(data))
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Step::Continue,
+            Message::Ping(_) => {
+                self.pong_pending = true;
+                Step::Continue
+            }
+            Message::Pong(_) | Message::Frame(_) => Step::Continue,
             Message::Close(frame) => {
                 let (code, reason) = match frame {
                     Some(f) => (u16::from(f.code), f.reason.to_string()),
