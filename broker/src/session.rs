@@ -227,7 +227,7 @@ impl Session {
             if flush_first {
                 ws.flush().await.map_err(std::io::Error::other)?;
             }
-            write_all_frames(ws.get_mut(), batch).await
+            write_all_frames(ws.get_ref(), batch).await
         })
         .await;
         batch.clear();
@@ -453,20 +453,41 @@ impl Session {
     }
 }
 
-/// Writes every frame, gathering up to 64 per `writev`.
-async fn write_all_frames(stream: &mut TcpStream, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
+/// `sendmsg` flags: a vanished peer is an error, never a `SIGPIPE`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// Writes every frame, gathering up to 64 per `sendmsg`.
+///
+/// `sendmsg` rather than `writev`: on a socket it skips the VFS write path (file position
+/// lock, fsnotify), which measurably cut the kernel's cost per delivery in sparse fan-outs,
+/// where every message is its own system call.
+async fn write_all_frames(stream: &TcpStream, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
     use bytes::Buf as _;
     use std::io::IoSlice;
-    use tokio::io::AsyncWriteExt as _;
+    use tokio::io::Interest;
     const MAX_SLICES: usize = 64;
     let mut first = 0;
     while first < frames.len() {
         let end = (first + MAX_SLICES).min(frames.len());
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        for (slot, f) in slices.iter_mut().zip(&frames[first..end]) {
-            *slot = IoSlice::new(f);
-        }
-        let mut written = stream.write_vectored(&slices[..end - first]).await?;
+        let mut written = loop {
+            let sent = stream.try_io(Interest::WRITABLE, || {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                for (slot, f) in slices.iter_mut().zip(&frames[first..end]) {
+                    *slot = IoSlice::new(f);
+                }
+                socket2::SockRef::from(stream)
+                    .send_vectored_with_flags(&slices[..end - first], SEND_FLAGS)
+            });
+            match sent {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
