@@ -3,10 +3,21 @@
 # WebSocket connections together (19 000 each: this machine allows 20 000 open files per
 # process). gangway-loadtest spreads the connections over the five nodes from 10 worker
 # processes and 20 source addresses; the script reads each node's VmRSS before and after.
+#
+# Results (also printed) go to ${BENCH_OUT:-target/bench} (relative to the repository root):
+#   five-nodes-N.json          connections_requested, connections (held by all nodes together),
+#                              rss_before_kib, rss_after_kib (sums), per_connection_bytes, and
+#                              nodes: [{node, connections, rss_before_kib, rss_after_kib}]
+#   five-nodes-N-connect.json  the load tool's --json result (merged over its 10 workers)
+#
+# Usage: scripts/bench-95k.sh [N=95000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p gangway -p gangway-loadtest
 N=${1:-95000}
+OUT=${BENCH_OUT:-target/bench}
+mkdir -p "$OUT"
+rm -f "$OUT/five-nodes-$N.json" "$OUT/five-nodes-$N-connect.json"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS=$(free_port)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
@@ -27,8 +38,8 @@ sleep 2
 rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
 BEFORE=(); for p in "${NODE_PIDS[@]}"; do BEFORE+=("$(rss "$p")"); done
 IPS=$(python3 -c 'print(",".join(f"127.0.5.{i}" for i in range(1, 21)))')
-target/release/gangway-loadtest connect --url "$(IFS=,; echo "${URLS[*]}")" --connections "$N" \
-  --connect-rate 10000 --hold-secs 25 --workers 10 --source-ips "$IPS" >/tmp/gangway-95k.txt &
+target/release/gangway-loadtest connect --json --url "$(IFS=,; echo "${URLS[*]}")" --connections "$N" \
+  --connect-rate 10000 --hold-secs 25 --workers 10 --source-ips "$IPS" >"$OUT/five-nodes-$N-connect.json" &
 LT=$!
 total=0
 for _ in $(seq 1 120); do
@@ -42,13 +53,30 @@ for _ in $(seq 1 120); do
 done
 sleep 3
 echo "connections held by the five nodes together: $total"
-sum_before=0; sum_after=0
+NODES=()
 for i in 0 1 2 3 4; do
   after=$(rss "${NODE_PIDS[$i]}")
   n=$(curl -s "http://127.0.0.1:${CTLS[$i]}/metrics" | awk '/^gangway_connections / {print $2}')
   echo "node $((i + 1)): $n connections, RSS ${BEFORE[$i]} KiB -> $after KiB"
-  sum_before=$((sum_before + BEFORE[$i])); sum_after=$((sum_after + after))
+  NODES+=("held-$((i + 1)):${n:-0}:${BEFORE[$i]}:$after")
 done
-python3 -c "print(f'per idle connection (all nodes): {($sum_after - $sum_before) * 1024 / max($total, 1):.0f} bytes')"
+python3 - "$OUT/five-nodes-$N.json" "$N" "$total" "${NODES[@]}" <<'PY'
+import json, sys
+path, n, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+nodes = []
+for spec in sys.argv[4:]:
+    name, conns, before, after = spec.split(":")
+    nodes.append({"node": name, "connections": int(conns),
+                  "rss_before_kib": int(before), "rss_after_kib": int(after)})
+before = sum(x["rss_before_kib"] for x in nodes)
+after = sum(x["rss_after_kib"] for x in nodes)
+per = (after - before) * 1024 / max(total, 1)
+result = {"connections_requested": n, "connections": total, "rss_before_kib": before,
+          "rss_after_kib": after, "per_connection_bytes": round(per, 1), "nodes": nodes}
+with open(path, "w") as f:
+    json.dump(result, f, indent=2)
+    f.write("\n")
+print(f"per idle connection (all nodes): {per:.0f} bytes -> {path}")
+PY
 wait $LT || true
-grep -E "^connections|failures|dropped" /tmp/gangway-95k.txt || true
+python3 scripts/render-benchmarks.py --summary "$OUT/five-nodes-$N-connect.json" || true

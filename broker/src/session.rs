@@ -218,7 +218,7 @@ impl Session {
         Step::Continue
     }
 
-    /// Writes encoded frames straight to the socket in as few `writev` calls as possible,
+    /// Writes encoded frames straight to the socket in as few `sendmsg` calls as possible,
     /// after anything tungstenite itself queued (pongs), so the byte stream stays in order.
     async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Bytes>) -> Result<(), Step> {
         let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
