@@ -804,12 +804,15 @@ def render(res, criterion_dir):
         "write per message per socket.",
         f"Latency at 10 000 subscribers and 5 messages/s (median runs): Gangway p99 **{ms(g_p99, 1)}**, the "
         f"reference {ms(r_p99, 1)}, nchan {span(n_p99, lambda v: f'{v:.1f}')}{NB}ms. "
-        f"{p99_verdict} What limits this number: with sparse publishes there is nothing to "
-        "coalesce: every message costs one write per socket in both, and Gangway adds a task "
-        "wake-up and a poll per socket (10 000 wake-ups per publish, scheduled over the runtime's "
-        "worker threads, which share the cores with the load tool's readers), where the "
-        "reference writes all sockets from one loop. Experiments on this are in the last "
-        "section.",
+        f"{p99_verdict} With sparse publishes there is nothing to coalesce, so Gangway writes "
+        "through (README, \"Write-through fan-out\"): the publishing thread sends the frame to "
+        "every idle socket in one loop, as the reference does, instead of waking 10 000 "
+        "connection tasks (which cost about 10 µs of node CPU per delivery against the "
+        "reference's 6 µs; see the last section). What separates the two loops is per-recipient "
+        "bookkeeping: Gangway walks the channel's subscriber map, takes each connection's outbox "
+        "lock, checks that nothing is queued or being written, and marks the connection active "
+        "— a few hundred nanoseconds more per recipient than the reference's bare `send`, on a "
+        "machine whose two cores the load tool's 10 000 readers share.",
         loss_line,
     ]))
     note = irregularities([(f"{labels[s].strip('*')}, workload {w}", cmp[s][w])
@@ -979,13 +982,24 @@ tables above needs the experiment rerun.
   of CPU with `sendmsg` against 5.49 and 5.12 s with `writev` (−7%); the p99s of those runs
   (`sendmsg` 86.3 and 106.0 ms, `writev` 91.1 and 90.5 ms) are within the run-to-run noise,
   and workload A stayed within its noise (764 000–932 000 deliveries/s either way).
+- Write-through, measured while building it (2026-11-26, one-off runs of workloads B and A
+  with the bench-compare flags): sending every fan-out straight from the publisher gave B
+  p99 75.6 and 72.7 ms (reference 65.4 and 67.7 ms in alternating runs) with node CPU 6.1 µs per
+  delivery (reference 5.8 µs; `perf`: 91% kernel), but workload A fell to 392 027 deliveries/s,
+  as in the earlier direct-write experiment — every message its own system call. Gating it
+  (quiet node, one write-through fan-out at a time, ≤ `write_through_max_recipients`) kept A
+  at 943 184/s with B p99 70.7 and 72.9 ms. Splitting a write-through over two threads (the
+  publisher and a scoped helper) gave 68.5 and 84.7 ms: the load tool's readers then lose the
+  second core, so it was dropped; walking subscribers in memory order instead of hash order
+  changed nothing measurable (75.6/87.1 vs 75.5/70.3 ms).
 - Run-to-run noise on workload B, same builds, same day: Gangway's p99 ranged 85–145 ms over
   ten runs, the reference's 65–83 ms. That is why `scripts/bench-compare.sh` now runs workload B
   three times per server and compares the median runs.
 - Tried and reverted: running the fan-out on the connections' runtime (so wake-ups use local
   run queues) gave p99 86.9 ms but cut workload A to ~650 000 deliveries/s; with one runtime
   worker thread p99 got worse (112 ms).
-- Also tried and reverted: writing straight from the publisher to every idle connection's
+- Also tried and reverted (before write-through, which now does this for quiet fan-outs only):
+  writing straight from the publisher to every idle connection's
   socket (a write lock shared with the session and tungstenite's own writes, no wake-up at
   all). Workload B improved to p50 37.2 / p99 81.7 ms (reference 67.2 ms in the same run) —
   still a miss — while workload A fell to 404 017 deliveries/s (0.85× nchan), because a message

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::Utc;
 use rand::RngCore as _;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,6 +26,7 @@ use crate::integration::{ClientBuildError, Integrations};
 use crate::metrics::Metrics;
 use crate::outbox::PushOutcome;
 use crate::registry::Registry;
+use crate::write_through::WriteThrough;
 
 /// Per-connection read buffer. tungstenite's default is 128 KiB, allocated eagerly; small keeps
 /// idle connections cheap, and larger messages simply take more reads.
@@ -164,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) connections: TaskTracker,
     /// `$disconnect` deliveries.
     pub(crate) disconnects: TaskTracker,
+    /// Decides which fan-outs write straight to the sockets.
+    pub(crate) write_through: WriteThrough,
 }
 
 /// See the module documentation. Cheap to clone.
@@ -231,12 +235,14 @@ impl Broker {
                 node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
                 rpc_timeout: Duration::from_millis(config.cluster.rpc_timeout_ms),
             });
+        let write_through = WriteThrough::new(config.limits.write_through_max_recipients);
         let shared = Arc::new(Shared {
             node_tag: NodeTag::of(&node_id),
             node_id,
             config: Arc::new(config),
             registry: Registry::new(),
             channels: Channels::new(),
+            write_through,
             cluster: std::sync::OnceLock::new(),
             integrations,
             metrics,
@@ -493,7 +499,7 @@ impl Broker {
         channels::validate_name(channel).map_err(ConnectionError::InvalidChannel)?;
         self.check_size(data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
-        let mut fan = fan_out_local(&self.shared, Some(channel), data, exclude, "publish");
+        let mut fan = fan_out_local(&self.shared, Some(channel), data, exclude, "publish", true);
         if let Some(c) = self.shared.cluster.get() {
             if let Err(e) = c.publish_channel(channel, exclude, data).await {
                 fan.cluster_failed = true;
@@ -511,7 +517,7 @@ impl Broker {
     ) -> Result<FanOut, ConnectionError> {
         self.check_size(data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
-        let mut fan = fan_out_local(&self.shared, None, data, exclude, "broadcast");
+        let mut fan = fan_out_local(&self.shared, None, data, exclude, "broadcast", true);
         if let Some(c) = self.shared.cluster.get() {
             if let Err(e) = c.broadcast(exclude, data).await {
                 fan.cluster_failed = true;
@@ -697,13 +703,20 @@ pub(crate) fn fan_out_local(
     data: &[u8],
     exclude: Option<ConnectionId>,
     source: &'static str,
+    allow_write_through: bool,
 ) -> FanOut {
     let frame = crate::frame::text_or_binary(data);
-    let mut fan = FanOutState::new(shared, frame, exclude);
+    let write_through = allow_write_through
+        && shared.write_through.begin(match channel {
+            Some(name) => shared.channels.subscriber_count(name),
+            None => shared.registry.len(),
+        });
+    let mut fan = FanOutState::new(shared, frame, exclude, write_through);
     match channel {
         Some(name) => shared.channels.for_each_subscriber(name, |c| fan.push(c)),
         None => shared.registry.for_each(|c| fan.push(c)),
     }
+    shared.write_through.end(write_through);
     fan.finish(source)
 }
 
@@ -739,15 +752,31 @@ struct FanOutState<'a> {
     shared: &'a Shared,
     frame: Bytes,
     exclude: Option<ConnectionId>,
+    /// Write straight to idle sockets (see `write_through`); `now_ms` marks them active.
+    write_through: bool,
+    now_ms: i64,
+    written_through: u64,
     out: FanOut,
 }
 
 impl<'a> FanOutState<'a> {
-    fn new(shared: &'a Shared, frame: Bytes, exclude: Option<ConnectionId>) -> Self {
+    fn new(
+        shared: &'a Shared,
+        frame: Bytes,
+        exclude: Option<ConnectionId>,
+        write_through: bool,
+    ) -> Self {
         FanOutState {
             shared,
             frame,
             exclude,
+            write_through,
+            now_ms: if write_through {
+                Utc::now().timestamp_millis()
+            } else {
+                0
+            },
+            written_through: 0,
             out: FanOut::default(),
         }
     }
@@ -757,11 +786,18 @@ impl<'a> FanOutState<'a> {
             return;
         }
         let limits = &self.shared.config.limits;
-        match conn.outbox.push(
-            self.frame.clone(),
-            limits.send_queue_max_bytes,
-            limits.slow_consumer_policy,
-        ) {
+        let (max, policy) = (limits.send_queue_max_bytes, limits.slow_consumer_policy);
+        let outcome = if self.write_through {
+            conn.outbox.push_or_write(self.frame.clone(), max, policy)
+        } else {
+            conn.outbox.push(self.frame.clone(), max, policy)
+        };
+        match outcome {
+            PushOutcome::Written => {
+                conn.touch(self.now_ms);
+                self.out.recipients += 1;
+                self.written_through += 1;
+            }
             PushOutcome::Queued => self.out.recipients += 1,
             PushOutcome::Full => {
                 self.out.dropped_queue_full += 1;
@@ -776,6 +812,10 @@ impl<'a> FanOutState<'a> {
         m.messages_sent_total
             .with_label_values(&[source])
             .inc_by(self.out.recipients as u64);
+        if self.written_through > 0 {
+            m.messages_written_through_total
+                .inc_by(self.written_through);
+        }
         if self.out.dropped_queue_full > 0 {
             m.outbound_dropped_total
                 .with_label_values(&["queue_full"])
@@ -803,7 +843,7 @@ pub(crate) fn deliver(
         limits.send_queue_max_bytes,
         limits.slow_consumer_policy,
     ) {
-        PushOutcome::Queued => {
+        PushOutcome::Queued | PushOutcome::Written => {
             shared
                 .metrics
                 .messages_sent_total

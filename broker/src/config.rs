@@ -129,6 +129,9 @@ pub struct LimitsConfig {
     pub disconnect_max_attempts: u32,
     /// How long SIGTERM waits for connections to close and `$disconnect` events to land, seconds.
     pub shutdown_grace_secs: u64,
+    /// Largest fan-out a quiet node writes straight to the sockets from the publishing thread
+    /// (see `write_through`); 0 turns write-through off.
+    pub write_through_max_recipients: usize,
 }
 
 /// `[[control.aws_credentials]]` entry: a SigV4 key pair.
@@ -457,6 +460,8 @@ impl Config {
             reject_binary_frames: r.bool("reject_binary_frames", false),
             disconnect_max_attempts: r.uint("disconnect_max_attempts", 8, 1, 1_000) as u32,
             shutdown_grace_secs: r.uint("shutdown_grace_secs", 10, 0, 3_600),
+            write_through_max_recipients: r.uint("write_through_max_recipients", 20_000, 0, 1 << 24)
+                as usize,
         };
         r.finish();
         if limits.send_queue_max_bytes < limits.max_message_bytes {

@@ -34,6 +34,8 @@ pub mod registry;
 pub mod route;
 mod session;
 pub mod signature;
+mod socket;
+pub mod write_through;
 
 pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo, FanOut};
 pub use config::{Config, ConfigBuilder, ConfigError};

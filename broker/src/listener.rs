@@ -20,7 +20,8 @@ use crate::event::{build_event, EventKind, EventSource};
 use crate::handshake::{self, UpgradeRequest};
 use crate::id::{request_id, ConnectionId};
 use crate::integration::{Integration, IntegrationError};
-use crate::session;
+use crate::session::{self, Ws};
+use crate::socket::SharedSocket;
 
 /// Accepts until the node starts draining.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -98,7 +99,7 @@ async fn open(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-) -> Option<(Arc<Connection>, Box<WebSocketStream<TcpStream>>)> {
+) -> Option<(Arc<Connection>, Box<Ws>)> {
     let _ = stream.set_nodelay(true);
     let config = Arc::clone(&shared.config);
     let limits = &config.limits;
@@ -216,7 +217,7 @@ async fn open(
     tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
 
     let ws = WebSocketStream::from_partially_read(
-        stream,
+        SharedSocket::new(stream),
         leftover,
         Role::Server,
         Some(shared.ws_config),

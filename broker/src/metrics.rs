@@ -39,6 +39,9 @@ pub struct Metrics {
     pub cluster_dropped_total: IntCounterVec,
     /// `gangway_cluster_reaped_connections_total`: connections of dead nodes this node reaped.
     pub cluster_reaped_total: IntCounter,
+    /// `gangway_messages_written_through_total`: fan-out frames sent straight to a socket by
+    /// the publisher (also counted in `messages_sent_total`).
+    pub messages_written_through_total: IntCounter,
 }
 
 impl Default for Metrics {
@@ -131,6 +134,11 @@ impl Metrics {
                 "Connections of dead nodes this node sent $disconnect for",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            messages_written_through_total: IntCounter::new(
+                "gangway_messages_written_through_total",
+                "Fan-out frames the publisher wrote straight to a client's socket",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -149,6 +157,7 @@ impl Metrics {
             Box::new(m.cluster_messages_total.clone()),
             Box::new(m.cluster_dropped_total.clone()),
             Box::new(m.cluster_reaped_total.clone()),
+            Box::new(m.messages_written_through_total.clone()),
         ];
         for c in collectors {
             // Names are distinct constants, so registration cannot collide.

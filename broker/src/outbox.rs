@@ -5,11 +5,24 @@
 //! the message or says why not at once — a publisher never waits on a slow client. The
 //! connection task drains everything queued in one go and writes it with a single flush, so
 //! frames waiting for one connection leave in one write. An empty outbox holds no heap memory.
+//!
+//! Write-through: [`Outbox::push_or_write`] may instead send the frame straight to the socket
+//! from the caller's thread, with no wake-up of the connection's task — what a quiet fan-out
+//! uses (see `broker::WriteThrough`). The byte stream stays whole because a write-through
+//! happens only under this outbox's lock, only while the queue is empty, and only while the
+//! session is not *holding* the socket: the session holds it (see [`Outbox::hold`]) from the
+//! moment it takes frames to write, or learns that tungstenite may have bytes of its own to
+//! send (a pong, a ping, a close), until everything it wrote has left ([`Outbox::release`]).
+//! A write-through that the socket takes only in part queues the rest, so the session sends
+//! it next.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::SlowConsumerPolicy;
@@ -28,6 +41,8 @@ pub struct CloseRequest {
 pub enum PushOutcome {
     /// Queued for the client.
     Queued,
+    /// Written to the client's socket at once (write-through).
+    Written,
     /// The queue is full: the message was dropped (and, by policy, the connection is closing).
     Full,
     /// The connection is closing or closed.
@@ -40,6 +55,10 @@ struct State {
     bytes: usize,
     close: Option<CloseRequest>,
     closed: bool,
+    /// The socket, while the session allows write-through at all.
+    socket: Option<Arc<TcpStream>>,
+    /// The session is writing, or tungstenite may hold unsent bytes: no write-through.
+    held: bool,
 }
 
 /// See the module documentation.
@@ -71,8 +90,52 @@ impl Outbox {
 
     /// Queues an encoded frame unless that would pass `max_bytes`; on overflow applies `policy`.
     pub fn push(&self, frame: Bytes, max_bytes: usize, policy: SlowConsumerPolicy) -> PushOutcome {
-        let size = frame.len();
+        let s = self.lock();
+        self.push_locked(s, frame, max_bytes, policy)
+    }
+
+    /// Sends the frame straight to the socket when the module's write-through rules allow it
+    /// (the queue is empty, the session does not hold the socket, and the socket takes it at
+    /// once); otherwise queues it as [`Outbox::push`] does.
+    pub fn push_or_write(
+        &self,
+        frame: Bytes,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> PushOutcome {
         let mut s = self.lock();
+        if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() {
+            if let Some(socket) = &s.socket {
+                match socket2::SockRef::from(&**socket)
+                    .send_with_flags(&frame, crate::socket::SEND_FLAGS)
+                {
+                    Ok(n) if n == frame.len() => return PushOutcome::Written,
+                    Ok(n) => {
+                        // Part of the frame is on the wire: the rest must follow it, whatever
+                        // the queue's bound (the queue was empty, so it holds at most a frame).
+                        let rest = frame.slice(n..);
+                        s.bytes += rest.len();
+                        s.frames.push_back(rest);
+                        drop(s);
+                        self.notify.notify_one();
+                        return PushOutcome::Queued;
+                    }
+                    // Full socket buffer, or an error the session will meet on its own write.
+                    Err(_) => {}
+                }
+            }
+        }
+        self.push_locked(s, frame, max_bytes, policy)
+    }
+
+    fn push_locked(
+        &self,
+        mut s: std::sync::MutexGuard<'_, State>,
+        frame: Bytes,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> PushOutcome {
+        let size = frame.len();
         if s.closed || s.close.is_some() {
             return PushOutcome::Closed;
         }
@@ -110,9 +173,32 @@ impl Outbox {
         true
     }
 
-    /// Takes every queued frame into `out`, and the close request if one is pending.
+    /// Lets write-through reach `socket` (the session calls this once it runs).
+    pub(crate) fn attach(&self, socket: Arc<TcpStream>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// The session is about to write by itself, or tungstenite may hold bytes to send: no
+    /// write-through until [`Outbox::release`].
+    pub fn hold(&self) {
+        self.lock().held = true;
+    }
+
+    /// Everything the session wrote has left: write-through may resume once the queue is empty.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        if s.frames.is_empty() {
+            s.held = false;
+        }
+    }
+
+    /// Takes every queued frame into `out`, and the close request if one is pending. Taking
+    /// frames holds the socket (see [`Outbox::hold`]) until the session releases it.
     pub fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseRequest> {
         let mut s = self.lock();
+        if !s.frames.is_empty() {
+            s.held = true;
+        }
         out.extend(s.frames.drain(..));
         s.bytes = 0;
         if s.frames.capacity() > 64 {
@@ -127,6 +213,8 @@ impl Outbox {
     pub fn close(&self) -> usize {
         let mut s = self.lock();
         s.closed = true;
+        s.held = true;
+        s.socket = None;
         let n = s.frames.len();
         s.frames = VecDeque::new();
         s.bytes = 0;

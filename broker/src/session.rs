@@ -33,11 +33,12 @@ use crate::frame;
 use crate::gateway_frame;
 use crate::integration::Integration;
 use crate::route::{select_route, RouteChoice};
+use crate::socket::{SharedSocket, SEND_FLAGS};
 
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<SharedSocket>;
 
 /// How a session ended: what `$disconnect` reports.
 pub(crate) struct Ended {
@@ -105,6 +106,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<
 impl Session {
     async fn drive(&mut self, ws: &mut Ws) -> (u16, String, &'static str) {
         let mut batch: Vec<Bytes> = Vec::new();
+        self.conn.outbox.attach(Arc::clone(ws.get_ref().stream()));
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
@@ -118,6 +120,8 @@ impl Session {
                         if let Err(step) = Box::pin(self.write_batch(ws, &mut batch)).await {
                             return Box::pin(self.finish(ws, step)).await;
                         }
+                        // Everything drained has left (and any pong before it).
+                        self.conn.outbox.release();
                     }
                     match close_request {
                         Some(c) if c.code == close::SLOW_CONSUMER => {
@@ -149,6 +153,7 @@ impl Session {
                 Step::Continue => {}
                 Step::End(code, reason, label) => {
                     // The peer closed or vanished; answer a close frame if one is owed.
+                    self.conn.outbox.hold();
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
                     return (code, reason, label);
                 }
@@ -166,6 +171,7 @@ impl Session {
     }
 
     async fn finish(&mut self, ws: &mut Ws, step: Step) -> (u16, String, &'static str) {
+        self.conn.outbox.hold();
         match step {
             Step::End(code, reason, label) => (code, reason, label),
             Step::Close(code, reason, label) => {
@@ -197,6 +203,14 @@ impl Session {
                 "max_duration",
             );
         }
+        // Write-through deliveries bypass this task; they leave their time on the connection.
+        let since_active = Utc::now().timestamp_millis() - self.conn.last_active_ms();
+        if let Some(active) = u64::try_from(since_active)
+            .ok()
+            .and_then(|ms| now.checked_sub(Duration::from_millis(ms)))
+        {
+            self.last_data = self.last_data.max(active);
+        }
         if now >= self.last_data + Duration::from_secs(limits.idle_timeout_secs) {
             return Step::Close(close::GOING_AWAY, "Idle timeout", "idle");
         }
@@ -208,11 +222,15 @@ impl Session {
             if now >= self.last_ping + interval {
                 self.last_ping = now;
                 let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+                self.conn.outbox.hold();
                 let sent =
                     tokio::time::timeout(write_timeout, ws.send(Message::Ping(Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return Step::End(close::ABNORMAL, "Connection lost".into(), "error");
                 }
+                // `send` flushed tungstenite completely, a pending pong included.
+                self.pong_pending = false;
+                self.conn.outbox.release();
             }
         }
         Step::Continue
@@ -227,7 +245,7 @@ impl Session {
             if flush_first {
                 ws.flush().await.map_err(std::io::Error::other)?;
             }
-            write_all_frames(ws.get_ref(), batch).await
+            write_all_frames(ws.get_ref().stream(), batch).await
         })
         .await;
         batch.clear();
@@ -269,6 +287,7 @@ impl Session {
         reason: String,
         label: &'static str,
     ) -> (u16, String, &'static str) {
+        self.conn.outbox.hold();
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.clone().into(),
@@ -318,7 +337,10 @@ impl Session {
                 self.on_data(None, Message::Binary(data))
             }
             Message::Ping(_) => {
+                // tungstenite owes a pong now and sends it on its next read or flush: no
+                // write-through until it has left (the next write of our own flushes it).
                 self.pong_pending = true;
+                self.conn.outbox.hold();
                 Step::Continue
             }
             Message::Pong(_) | Message::Frame(_) => Step::Continue,
@@ -452,12 +474,6 @@ impl Session {
         Step::Continue
     }
 }
-
-/// `sendmsg` flags: a vanished peer is an error, never a `SIGPIPE`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const SEND_FLAGS: libc::c_int = 0;
 
 /// Writes every frame, gathering up to 64 per `sendmsg`.
 ///

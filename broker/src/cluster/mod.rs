@@ -605,7 +605,9 @@ fn fan_in(
         .cluster_messages_total
         .with_label_values(&["in", kind])
         .inc();
-    crate::broker::fan_out_local(shared, channel, payload, exclude, source);
+    // Never write-through here: this runs on a runtime worker, which must not spend a long
+    // fan-out in system calls while other connections wait for it.
+    crate::broker::fan_out_local(shared, channel, payload, exclude, source, false);
 }
 
 async fn heartbeat(shared: Arc<Shared>, cluster: Arc<Cluster>) {

@@ -1,0 +1,194 @@
+//! Write-through fan-out: quiet publishes sent straight to the sockets by the publisher, mixed
+//! with everything else a session writes (pongs, pings, queued frames, partial writes).
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longer than `write_through::QUIET`, so every publish in these tests may write through.
+const SPACING: Duration = Duration::from_millis(40);
+
+/// Connects a client and subscribes it to `channel`; returns it with its id.
+async fn subscriber(node: &gangway::Node, channel: &str) -> (Client, String) {
+    let before = node.broker.connection_ids();
+    let ws = connect(node).await;
+    eventually("registered", || {
+        node.broker.connection_count() > before.len()
+    })
+    .await;
+    let id = node
+        .broker
+        .connection_ids()
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("new id");
+    let r = http()
+        .put(format!(
+            "{}/@connections/{id}/channels/{channel}",
+            control_url(node)
+        ))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 204);
+    (ws, id)
+}
+
+async fn publish(node: &gangway::Node, channel: &str, body: String) {
+    let r = http()
+        .post(format!("{}/@channels/{channel}", control_url(node)))
+        .body(body)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 200);
+}
+
+fn written_through(node: &gangway::Node) -> u64 {
+    node.broker.metrics().messages_written_through_total.get()
+}
+
+/// The next frame of any kind, pings and pongs included.
+async fn next_frame(ws: &mut Client) -> Message {
+    tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("frame in time")
+        .expect("stream open")
+        .expect("valid frame")
+}
+
+/// Reads data messages, skipping control frames.
+async fn next_text(ws: &mut Client) -> String {
+    loop {
+        match next_frame(ws).await {
+            Message::Text(t) => return t.to_string(),
+            Message::Binary(b) => return String::from_utf8_lossy(&b).into_owned(),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(c) => panic!("closed: {c:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn quiet_publishes_write_through_and_keep_the_connection_active() {
+    let node = node("[limits]\nidle_timeout_secs = 2\n").await;
+    let (mut ws, _) = subscriber(&node, "news").await;
+    // 10 publishes over ~4 s: longer than the idle timeout, which only this traffic resets.
+    for i in 0..10 {
+        publish(&node, "news", format!("m{i}")).await;
+        assert_eq!(next_text(&mut ws).await, format!("m{i}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(
+        written_through(&node) >= 9,
+        "quiet publishes should write through, counted {}",
+        written_through(&node)
+    );
+    // Still open: a ping is answered.
+    ws.send(Message::Ping("still there".into()))
+        .await
+        .expect("ping");
+    loop {
+        match next_frame(&mut ws).await {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"still there");
+                break;
+            }
+            Message::Close(c) => panic!("closed as idle: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn pings_both_ways_between_write_through_publishes_keep_the_stream_whole() {
+    let node = node("[limits]\nping_interval_secs = 1\n").await;
+    let (mut ws, _) = subscriber(&node, "mixed").await;
+    let (mut pongs, mut pings) = (0, 0);
+    for i in 0..40 {
+        if i % 3 == 0 {
+            // Each ping makes tungstenite owe a pong, which must leave before later frames.
+            ws.send(Message::Ping(format!("p{i}").into_bytes().into()))
+                .await
+                .expect("ping");
+        }
+        publish(&node, "mixed", format!("{i}:{}", "x".repeat(i * 7))).await;
+        loop {
+            match next_frame(&mut ws).await {
+                Message::Text(t) => {
+                    assert_eq!(t.as_str(), format!("{i}:{}", "x".repeat(i * 7)));
+                    break;
+                }
+                Message::Pong(_) => pongs += 1,
+                Message::Ping(_) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tokio::time::sleep(SPACING).await;
+    }
+    // Collect the pongs still in flight.
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+        match m {
+            Message::Pong(_) => pongs += 1,
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pongs, 14, "one pong per ping");
+    assert!(pings >= 1, "server pings arrived ({pings})");
+    assert!(written_through(&node) > 0);
+}
+
+#[tokio::test]
+async fn a_full_socket_turns_write_through_into_queueing_without_losing_a_byte() {
+    let node = node(
+        "[limits]\nmax_message_bytes = 131072\nsend_queue_max_bytes = 67108864\nwrite_timeout_secs = 30\n",
+    )
+    .await;
+    let (mut ws, _) = subscriber(&node, "bulk").await;
+    // ~12 MiB while the client reads nothing: the socket buffers fill, write-throughs turn
+    // partial or find no room, and the rest queues behind them.
+    let n = 96;
+    let body = |i: usize| {
+        let c = char::from(b'a' + (i % 26) as u8);
+        format!("{i:04}{}", c.to_string().repeat(128 * 1024 - 8))
+    };
+    for i in 0..n {
+        publish(&node, "bulk", body(i)).await;
+        tokio::time::sleep(Duration::from_millis(6)).await;
+    }
+    for i in 0..n {
+        let got = next_text(&mut ws).await;
+        assert_eq!(got.len(), body(i).len(), "message {i} length");
+        assert!(got == body(i), "message {i} intact and in order");
+    }
+    let sent = node
+        .broker
+        .metrics()
+        .messages_sent_total
+        .with_label_values(&["publish"])
+        .get();
+    assert_eq!(sent, n as u64);
+    assert!(written_through(&node) > 0, "some publishes wrote through");
+    assert!(
+        written_through(&node) < sent,
+        "a full socket made some publishes queue ({} of {sent} wrote through)",
+        written_through(&node)
+    );
+}
+
+#[tokio::test]
+async fn write_through_can_be_turned_off() {
+    let node = node("[limits]\nwrite_through_max_recipients = 0\n").await;
+    let (mut ws, _) = subscriber(&node, "off").await;
+    for i in 0..3 {
+        publish(&node, "off", format!("q{i}")).await;
+        assert_eq!(next_text(&mut ws).await, format!("q{i}"));
+        tokio::time::sleep(SPACING).await;
+    }
+    assert_eq!(written_through(&node), 0);
+}
