@@ -992,6 +992,14 @@ tables above needs the experiment rerun.
   publisher and a scoped helper) gave 68.5 and 84.7 ms: the load tool's readers then lose the
   second core, so it was dropped; walking subscribers in memory order instead of hash order
   changed nothing measurable (75.6/87.1 vs 75.5/70.3 ms).
+- The first gate asked only for 5 ms without a fan-out: in workload A, 221 of 7 749 publishes
+  still found such a gap and wrote through (1 000 system calls each, nothing coalesced), and A
+  measured 773 000 deliveries/s. The gate now also asks for 10 µs per recipient (10 ms for
+  1 000, 100 ms for 10 000): about 5 of 8 500 publishes wrote through, A 845 000–848 000/s.
+- Write-through on and off, alternating runs of workload B (`write_through_max_recipients = 0`
+  for off), later the same day on a noisier machine: p50 39.9 / 39.3 against 49.5 / 48.5 ms, p99
+  85.6 / 81.5 against 92.0 / 90.2 ms, node CPU outside the ramp about 3.6 s against 5.0 s. The
+  reference measured 68.7–70.1 ms p99 at that time.
 - Run-to-run noise on workload B, same builds, same day: Gangway's p99 ranged 85–145 ms over
   ten runs, the reference's 65–83 ms. That is why `scripts/bench-compare.sh` now runs workload B
   three times per server and compares the median runs.

@@ -5,16 +5,21 @@
 //! hundred milliseconds) has nothing to coalesce, and waking 10 000 tasks costs more than the
 //! writes themselves; there the publishing thread writes each frame to each idle socket in one
 //! loop, as a hand-written server would. The gate lets a fan-out write through only when it
-//! is the only write-through fan-out running, no fan-out of any kind ended within
-//! [`QUIET`], and it has at most `limits.write_through_max_recipients` recipients (which
-//! bounds how long a publisher's thread is busy: about 6 µs per recipient on loopback).
+//! is the only write-through fan-out running, it has at most
+//! `limits.write_through_max_recipients` recipients (which bounds how long a publisher's thread
+//! is busy: about 6 µs per recipient on loopback), and no fan-out of any kind ended within
+//! [`QUIET`] or [`QUIET_PER_RECIPIENT`] × its recipients, whichever is longer — so fan-outs
+//! write through only while they would keep the node busy less than about half the time.
 //! Anything busier queues and coalesces as before.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long since the last fan-out ended before the next may write through.
+/// How long since the last fan-out ended before the next may write through, at least.
 pub const QUIET: Duration = Duration::from_millis(5);
+
+/// How long since the last fan-out ended before the next may write through, per recipient.
+pub const QUIET_PER_RECIPIENT: Duration = Duration::from_micros(10);
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -50,8 +55,13 @@ impl WriteThrough {
         if recipients == 0 || recipients > self.max_recipients {
             return false;
         }
+        let quiet = QUIET
+            .max(QUIET_PER_RECIPIENT.saturating_mul(u32::try_from(recipients).unwrap_or(u32::MAX)));
         let last = self.last_end_us.load(Ordering::Relaxed);
-        if last != 0 && self.now_us().saturating_sub(last) < QUIET.as_micros() as u64 {
+        if last != 0
+            && self.now_us().saturating_sub(last)
+                < u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX)
+        {
             return false;
         }
         self.active
@@ -81,6 +91,16 @@ mod tests {
         assert!(!g.begin(10), "right after a fan-out ended: queue");
         std::thread::sleep(QUIET + Duration::from_millis(2));
         assert!(g.begin(10));
+        g.end(true);
+    }
+
+    #[test]
+    fn larger_fan_outs_need_longer_quiet_spells() {
+        let g = WriteThrough::new(10_000);
+        g.end(false);
+        std::thread::sleep(QUIET + Duration::from_millis(2));
+        assert!(!g.begin(1_000), "1 000 recipients need 10 ms of quiet");
+        assert!(g.begin(100), "100 recipients need only QUIET");
         g.end(true);
     }
 

@@ -16,7 +16,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-type Sockets = Arc<Mutex<Vec<OwnedWriteHalf>>>;
+/// Every open socket's write half, with the id its reader uses to remove it at EOF.
+type Sockets = Arc<Mutex<Vec<(u64, OwnedWriteHalf)>>>;
 
 /// Serves WebSocket clients on `ws` and publishes on `http` (`POST /pub`) until killed.
 pub async fn serve(ws: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
@@ -26,8 +27,20 @@ pub async fn serve(ws: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
     println!("reference server: websocket ws://{ws}/ publish http://{http}/pub");
     let s = Arc::clone(&sockets);
     tokio::spawn(async move {
-        while let Ok((stream, _)) = ws_listener.accept().await {
+        let mut next_id = 0u64;
+        loop {
+            let stream = match ws_listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: keep serving, try again shortly.
+                    eprintln!("reference server: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let s = Arc::clone(&s);
+            next_id += 1;
+            let id = next_id;
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
                 let (mut read, mut write) = stream.into_split();
@@ -58,13 +71,15 @@ pub async fn serve(ws: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
                 if write.write_all(response.as_bytes()).await.is_err() {
                     return;
                 }
-                s.lock().await.push(write);
-                // Read and discard until the client leaves.
+                s.lock().await.push((id, write));
+                // Read and discard until the client leaves; then close its socket, so runs
+                // against one server do not pile up descriptors.
                 while let Ok(n) = read.read(&mut chunk).await {
                     if n == 0 {
                         break;
                     }
                 }
+                s.lock().await.retain(|(i, _)| *i != id);
             });
         }
     });
@@ -83,7 +98,7 @@ pub async fn serve(ws: SocketAddr, http: SocketAddr) -> anyhow::Result<()> {
                     let frame = encode_text(&body);
                     let mut sockets = s.lock().await;
                     let mut sent = 0usize;
-                    for w in sockets.iter_mut() {
+                    for (_, w) in sockets.iter_mut() {
                         if w.write_all(&frame).await.is_ok() {
                             sent += 1;
                         }
