@@ -788,7 +788,7 @@ impl<'a> FanOutState<'a> {
         let limits = &self.shared.config.limits;
         let (max, policy) = (limits.send_queue_max_bytes, limits.slow_consumer_policy);
         let outcome = if self.write_through {
-            conn.outbox.push_or_write(self.frame.clone(), max, policy)
+            conn.outbox.push_or_write(&self.frame, max, policy)
         } else {
             conn.outbox.push(self.frame.clone(), max, policy)
         };

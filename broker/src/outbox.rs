@@ -8,7 +8,7 @@
 //!
 //! Write-through: [`Outbox::push_or_write`] may instead send the frame straight to the socket
 //! from the caller's thread, with no wake-up of the connection's task — what a quiet fan-out
-//! uses (see `broker::WriteThrough`). The byte stream stays whole because a write-through
+//! uses (see [`crate::write_through`]). The byte stream stays whole because a write-through
 //! happens only under this outbox's lock, only while the queue is empty, and only while the
 //! session is not *holding* the socket: the session holds it (see [`Outbox::hold`]) from the
 //! moment it takes frames to write, or learns that tungstenite may have bytes of its own to
@@ -17,9 +17,7 @@
 //! it next.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
-
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -99,7 +97,7 @@ impl Outbox {
     /// once); otherwise queues it as [`Outbox::push`] does.
     pub fn push_or_write(
         &self,
-        frame: Bytes,
+        frame: &Bytes,
         max_bytes: usize,
         policy: SlowConsumerPolicy,
     ) -> PushOutcome {
@@ -107,7 +105,7 @@ impl Outbox {
         if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() {
             if let Some(socket) = &s.socket {
                 match socket2::SockRef::from(&**socket)
-                    .send_with_flags(&frame, crate::socket::SEND_FLAGS)
+                    .send_with_flags(frame, crate::socket::SEND_FLAGS)
                 {
                     Ok(n) if n == frame.len() => return PushOutcome::Written,
                     Ok(n) => {
@@ -125,7 +123,7 @@ impl Outbox {
                 }
             }
         }
-        self.push_locked(s, frame, max_bytes, policy)
+        self.push_locked(s, frame.clone(), max_bytes, policy)
     }
 
     fn push_locked(
