@@ -45,8 +45,12 @@ measure() { # name url publish_url extra...
   python3 - "$RES" "$name" "$B_RUNS" <<'PY2'
 import json, shutil, sys
 res, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-runs = sorted(range(1, n + 1), key=lambda k: json.load(open(f"{res}/compare-{name}-B{k}.json"))["delivery_latency"]["p99_ms"])
-shutil.copyfile(f"{res}/compare-{name}-B{runs[(n - 1) // 2]}.json", f"{res}/compare-{name}-B.json")
+r = {k: json.load(open(f"{res}/compare-{name}-B{k}.json")) for k in range(1, n + 1)}
+# The median among runs that held every connection and published; a failed run is never the
+# one compared (render-benchmarks.py lists every run's problems).
+ok = [k for k in r if r[k]["connections_established"] == r[k]["connections_requested"] and r[k]["published"] > 0]
+runs = sorted(ok or list(r), key=lambda k: r[k]["delivery_latency"]["p99_ms"])
+shutil.copyfile(f"{res}/compare-{name}-B{runs[(len(runs) - 1) // 2]}.json", f"{res}/compare-{name}-B.json")
 PY2
   echo "bench-compare: $name done"
   python3 scripts/render-benchmarks.py --summary "$RES/compare-$name-A.json" "$RES/compare-$name-B.json"

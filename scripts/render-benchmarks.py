@@ -748,11 +748,13 @@ def render(res, criterion_dir):
         "nothing). Messages are 100 bytes."))
     # Workload B runs several times per server (bench-compare.sh's B_RUNS); compare-<s>-B.json
     # is the run with the median p99, compare-<s>-B<k>.json every run.
-    b_runs = {}
+    b_runs, b_all = {}, []
     for s in COMPARE_SERVERS:
         files = sorted(glob.glob(os.path.join(R.dir, f"compare-{s}-B[0-9]*.json")),
                        key=lambda f: int(re.search(r"-B(\d+)\.json$", f).group(1)))
-        b_runs[s] = [check_run(f, load_json(f))["delivery_latency"]["p99_ms"] for f in files]
+        runs = [check_run(f, load_json(f)) for f in files]
+        b_runs[s] = [r["delivery_latency"]["p99_ms"] for r in runs]
+        b_all += [(f"{s}, workload B run {k}", r) for k, r in enumerate(runs, 1)]
     n_b = max((len(v) for v in b_runs.values()), default=0)
     if n_b > 1:
         add(para(
@@ -821,7 +823,7 @@ def render(res, criterion_dir):
         loss_line,
     ]))
     note = irregularities([(f"{labels[s].strip('*')}, workload {w}", cmp[s][w])
-                           for s in COMPARE_SERVERS for w in "AB"])
+                           for s in COMPARE_SERVERS for w in "AB"] + b_all)
     if note:
         add(note)
 
