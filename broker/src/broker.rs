@@ -712,9 +712,24 @@ pub(crate) fn fan_out_local(
             None => shared.registry.len(),
         });
     let mut fan = FanOutState::new(shared, frame, exclude, write_through);
-    match channel {
-        Some(name) => shared.channels.for_each_subscriber(name, |c| fan.push(c)),
-        None => shared.registry.for_each(|c| fan.push(c)),
+    if write_through {
+        // Writing takes microseconds per recipient: do it outside the map's shard locks, which
+        // subscribes and new connections (on runtime workers) must not wait for. The list is
+        // bounded by `write_through_max_recipients`.
+        let mut recipients: Vec<Arc<Connection>> = Vec::new();
+        let mut collect = |c: &Arc<Connection>| recipients.push(Arc::clone(c));
+        match channel {
+            Some(name) => shared.channels.for_each_subscriber(name, &mut collect),
+            None => shared.registry.for_each(&mut collect),
+        }
+        for c in &recipients {
+            fan.push(c);
+        }
+    } else {
+        match channel {
+            Some(name) => shared.channels.for_each_subscriber(name, |c| fan.push(c)),
+            None => shared.registry.for_each(|c| fan.push(c)),
+        }
     }
     shared.write_through.end(write_through);
     fan.finish(source)
