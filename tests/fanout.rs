@@ -14,19 +14,7 @@ const ECHO: &str = "[routes.\"$default\"]\nintegration = \"mock\"\n";
 async fn clients(node: &gangway::Node, n: usize) -> Vec<(Client, String)> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let before = node.broker.connection_ids();
-        let ws = connect(node).await;
-        eventually("registered", || {
-            node.broker.connection_count() > before.len()
-        })
-        .await;
-        let id = node
-            .broker
-            .connection_ids()
-            .into_iter()
-            .find(|id| !before.contains(id))
-            .expect("new id");
-        out.push((ws, id));
+        out.push(connect_with_id(node).await);
     }
     out
 }

@@ -14,18 +14,7 @@ const SPACING: Duration = Duration::from_millis(40);
 
 /// Connects a client and subscribes it to `channel`; returns it with its id.
 async fn subscriber(node: &gangway::Node, channel: &str) -> (Client, String) {
-    let before = node.broker.connection_ids();
-    let ws = connect(node).await;
-    eventually("registered", || {
-        node.broker.connection_count() > before.len()
-    })
-    .await;
-    let id = node
-        .broker
-        .connection_ids()
-        .into_iter()
-        .find(|id| !before.contains(id))
-        .expect("new id");
+    let (ws, id) = connect_with_id(node).await;
     let r = http()
         .put(format!(
             "{}/@connections/{id}/channels/{channel}",

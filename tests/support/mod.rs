@@ -69,6 +69,23 @@ pub async fn connect(node: &Node) -> Client {
     ws
 }
 
+/// Connects a client and returns it with the id the node gave it.
+pub async fn connect_with_id(node: &Node) -> (Client, String) {
+    let before = node.broker.connection_ids();
+    let ws = connect(node).await;
+    eventually("registered", || {
+        node.broker.connection_count() > before.len()
+    })
+    .await;
+    let id = node
+        .broker
+        .connection_ids()
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("new id");
+    (ws, id)
+}
+
 /// The next data or close message, skipping pings and pongs.
 pub async fn next_message(ws: &mut Client) -> Message {
     loop {
