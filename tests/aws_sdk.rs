@@ -12,25 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 const AKID: &str = "AKIDGANGWAYTEST";
 const SECRET: &str = "gangway/test+secret";
 
-fn python() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let py = root.join(".venv/bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import boto3, awscli"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{} with boto3 and awscli is needed: run scripts/test.sh (it installs them)",
-        py.display()
-    );
-    py
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_and_the_aws_cli_work_unchanged_with_signatures_checked() {
-    let py = python();
+    let py = venv_python();
     let node = node(&format!(
         "[routes.\"$default\"]\nintegration = \"mock\"\n\
          [[control.aws_credentials]]\naccess_key_id = \"{AKID}\"\nsecret_access_key = \"{SECRET}\"\n"

@@ -316,7 +316,7 @@ fn spawn_node(
         &file,
         format!(
             "[listen]\nwebsocket = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n\
-             [api]\nwebhook_secret = \"s\"\n\
+             [api]\nwebhook_secret = \"cluster-test-secret\"\n\
              [routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
              [routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
              [cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",

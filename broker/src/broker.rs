@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capacity::Capacity;
 use crate::channels::{self, Channels, SubscribeError};
 use crate::close;
 use crate::cluster::wire::Op;
@@ -43,6 +44,14 @@ pub enum BrokerError {
     /// The Redis URL cannot be used.
     #[error("cannot use [cluster] redis_url: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `[cluster] tls_ca_file` cannot be read.
+    #[error("cannot read [cluster] tls_ca_file {}: {source}", path.display())]
+    TlsCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why an operation on a connection id failed. The control API maps each to an HTTP status.
@@ -168,6 +177,12 @@ pub(crate) struct Shared {
     pub(crate) disconnects: TaskTracker,
     /// Decides which fan-outs write straight to the sockets.
     pub(crate) write_through: WriteThrough,
+    /// Connection slots (`max_connections`): taken before `$connect`, held until the end.
+    pub(crate) slots: Capacity,
+    /// Sockets that have not finished their upgrade (`max_pending_handshakes`).
+    pub(crate) handshakes: Capacity,
+    /// The WebSocket listener's address: `domainName` when `[api] domain_name` is not set.
+    pub(crate) listen_domain: std::sync::OnceLock<String>,
 }
 
 /// See the module documentation. Cheap to clone.
@@ -185,8 +200,7 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Builds a node from a validated config. Generates the node id and webhook secret when
-    /// the config has none (the generated secret is logged once, so backends can use it). With
+    /// Builds a node from a validated config. Generates the node id when the config has none. With
     /// `[cluster] redis_url` it joins the cluster, and must then be called inside a tokio
     /// runtime.
     ///
@@ -198,19 +212,14 @@ impl Broker {
             rand::rng().fill_bytes(&mut raw);
             format!("node-{}", hex::encode(raw))
         });
+        // Validation requires a secret whenever a route calls a backend; without one nothing
+        // is ever signed, so a random key stands in (never logged).
         let secret = match &config.api.webhook_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => {
                 let mut raw = [0u8; 32];
                 rand::rng().fill_bytes(&mut raw);
-                let s = hex::encode(raw);
-                if config.routes.values().any(|r| r.url.is_some()) {
-                    tracing::warn!(
-                        webhook_secret = %s,
-                        "no [api] webhook_secret configured; generated one for this run"
-                    );
-                }
-                s.into_bytes()
+                raw.to_vec()
             }
         };
         let metrics = Arc::new(Metrics::new());
@@ -223,6 +232,13 @@ impl Broker {
             .max_message_size(Some(limits.max_message_bytes))
             .max_frame_size(Some(limits.max_frame_bytes))
             .accept_unmasked_frames(false);
+        let tls_ca_pem = match &config.cluster.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| BrokerError::TlsCa {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
         let settings = config
             .cluster
             .redis_url
@@ -234,8 +250,11 @@ impl Broker {
                 heartbeat: Duration::from_millis(config.cluster.heartbeat_interval_ms),
                 node_ttl: Duration::from_millis(config.cluster.node_ttl_ms),
                 rpc_timeout: Duration::from_millis(config.cluster.rpc_timeout_ms),
+                tls_ca_pem,
             });
         let write_through = WriteThrough::new(config.limits.write_through_max_recipients);
+        let slots = Capacity::new(config.limits.max_connections);
+        let handshakes = Capacity::new(config.limits.max_pending_handshakes);
         let shared = Arc::new(Shared {
             node_tag: NodeTag::of(&node_id),
             node_id,
@@ -243,6 +262,9 @@ impl Broker {
             registry: Registry::new(),
             channels: Channels::new(),
             write_through,
+            listen_domain: std::sync::OnceLock::new(),
+            slots,
+            handshakes,
             cluster: std::sync::OnceLock::new(),
             integrations,
             metrics,

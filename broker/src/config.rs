@@ -47,11 +47,12 @@ pub struct ApiConfig {
     pub stage: String,
     /// Parsed `route_selection_expression` (default `$request.body.action`).
     pub route_selection_expression: SelectionExpression,
-    /// Secret for `X-Gangway-Signature`; `None` means "generate one at start".
+    /// Secret for `X-Gangway-Signature`; required when a route calls a backend.
     pub webhook_secret: Option<String>,
     /// `apiId` reported in events (default `gangway`).
     pub api_id: String,
-    /// `domainName` reported in events; `None` means "the client's Host header".
+    /// `domainName` reported in events; `None` means "the WebSocket listener's address" (never
+    /// the client's `Host` header, which a client controls).
     pub domain_name: Option<String>,
 }
 
@@ -95,6 +96,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Largest inbound frame, bytes (AWS: 32 768). Over it: close 1009.
     pub max_frame_bytes: usize,
+    /// Most frames one inbound message may arrive in. Over it: close 1009.
+    pub max_fragments_per_message: u32,
     /// Close a connection with no data frames in either direction for this long (AWS: 600 s).
     pub idle_timeout_secs: u64,
     /// Close any connection after this long (AWS: 7 200 s).
@@ -105,14 +108,21 @@ pub struct LimitsConfig {
     pub slow_consumer_policy: SlowConsumerPolicy,
     /// A write to a client that takes longer than this closes it as a slow consumer, seconds.
     pub write_timeout_secs: u64,
-    /// Most connections this node holds; further upgrades get 503.
+    /// Most connections this node holds, counting those still in `$connect`; further upgrades
+    /// get 503.
     pub max_connections: usize,
+    /// Most sockets that have not finished their upgrade (reading the request or waiting for
+    /// `$connect`); further sockets get 503 and are closed at once.
+    pub max_pending_handshakes: usize,
     /// Server ping period, seconds; a peer silent for two periods is closed. 0 turns pings off.
     pub ping_interval_secs: u64,
     /// How long a client may take to send its upgrade request, seconds.
     pub handshake_timeout_secs: u64,
-    /// Node-wide cap on concurrent backend calls.
+    /// Node-wide cap on concurrent `$connect` and message backend calls.
     pub max_concurrent_integration_calls: usize,
+    /// Node-wide cap on concurrent `$disconnect` deliveries (their own, so a failing
+    /// `$disconnect` backend cannot hold the permits `$connect` and messages need).
+    pub max_concurrent_disconnect_calls: usize,
     /// Most items in one `POST /@batch`.
     pub max_batch_items: usize,
     /// Largest `POST /@batch` body, bytes.
@@ -144,12 +154,14 @@ pub struct AwsCredential {
 }
 
 /// `[control]` section.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ControlConfig {
     /// Accepted bearer tokens.
     pub tokens: Vec<String>,
     /// Accepted SigV4 key pairs.
     pub aws_credentials: Vec<AwsCredential>,
+    /// How long a control request's body may take to arrive, seconds (then 408).
+    pub body_timeout_secs: u64,
 }
 
 impl ControlConfig {
@@ -176,6 +188,9 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
     /// How long a cross-node call waits for the owner's answer, ms.
     pub rpc_timeout_ms: u64,
+    /// CA certificates (PEM) that `rediss://` servers are verified against; absent: the
+    /// system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Log output format.
@@ -218,6 +233,9 @@ pub struct ConfigError {
     /// The problems, in the order found.
     pub problems: Vec<ConfigProblem>,
 }
+
+/// Shortest accepted `[api] webhook_secret`.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 8;
 
 /// Sections that `GANGWAY_<SECTION>_<KEY>` environment variables may set.
 const ENV_SECTIONS: &[&str] = &["listen", "api", "limits", "control", "cluster", "log"];
@@ -397,10 +415,10 @@ impl Config {
                 message: "must be 1-128 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
             });
         }
-        if matches!(&webhook_secret, Some(s) if s.is_empty()) {
+        if matches!(&webhook_secret, Some(s) if s.len() < MIN_WEBHOOK_SECRET_BYTES) {
             problems.push(ConfigProblem {
                 key: "api.webhook_secret".into(),
-                message: "must not be empty (leave it out to have one generated)".into(),
+                message: format!("must be at least {MIN_WEBHOOK_SECRET_BYTES} characters"),
             });
         }
         let route_selection_expression = match SelectionExpression::parse(&expr_text) {
@@ -422,11 +440,33 @@ impl Config {
         };
 
         let routes = routes_from(table.get("routes"), problems);
+        if api.webhook_secret.is_none() {
+            let calling: Vec<&str> = routes
+                .iter()
+                .filter(|(_, r)| r.integration == IntegrationKind::Http)
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if !calling.is_empty() {
+                // A generated secret would be unknown to the backends (and logging it would
+                // put it wherever the logs go), so a node that calls backends needs one set.
+                problems.push(ConfigProblem {
+                    key: "api.webhook_secret".into(),
+                    message: format!(
+                        "required: routes {} call a backend, which should check the \
+                         X-Gangway-Signature of every call with this secret (set it in the file \
+                         or with GANGWAY_API_WEBHOOK_SECRET)",
+                        calling.join(", ")
+                    ),
+                });
+            }
+        }
 
         let mut r = Section::new(table, "limits", problems);
         let limits = LimitsConfig {
             max_message_bytes: r.uint("max_message_bytes", 131_072, 1, 1 << 30) as usize,
             max_frame_bytes: r.uint("max_frame_bytes", 32_768, 1, 1 << 30) as usize,
+            max_fragments_per_message: r.uint("max_fragments_per_message", 1_024, 1, 1 << 24)
+                as u32,
             idle_timeout_secs: r.uint("idle_timeout_secs", 600, 1, u32::MAX as u64),
             max_connection_secs: r.uint("max_connection_secs", 7_200, 1, u32::MAX as u64),
             send_queue_max_bytes: r.uint("send_queue_max_bytes", 1_048_576, 1, 1 << 32) as usize,
@@ -443,11 +483,18 @@ impl Config {
             },
             write_timeout_secs: r.uint("write_timeout_secs", 10, 1, 3_600),
             max_connections: r.uint("max_connections", 100_000, 1, u32::MAX as u64) as usize,
+            max_pending_handshakes: r.uint("max_pending_handshakes", 4_096, 1, 1 << 24) as usize,
             ping_interval_secs: r.uint("ping_interval_secs", 30, 0, 86_400),
             handshake_timeout_secs: r.uint("handshake_timeout_secs", 10, 1, 3_600),
             max_concurrent_integration_calls: r.uint(
                 "max_concurrent_integration_calls",
                 1_024,
+                1,
+                1 << 20,
+            ) as usize,
+            max_concurrent_disconnect_calls: r.uint(
+                "max_concurrent_disconnect_calls",
+                256,
                 1,
                 1 << 20,
             ) as usize,
@@ -486,6 +533,7 @@ impl Config {
         let mut r = Section::new(table, "control", problems);
         let tokens = r.string_list("tokens");
         let aws_credentials = r.credentials("aws_credentials");
+        let body_timeout_secs = r.uint("body_timeout_secs", 30, 1, 3_600);
         r.finish();
         for (i, t) in tokens.iter().enumerate() {
             if t.len() < 8 {
@@ -498,6 +546,7 @@ impl Config {
         let control = ControlConfig {
             tokens,
             aws_credentials,
+            body_timeout_secs,
         };
 
         let mut r = Section::new(table, "cluster", problems);
@@ -519,8 +568,22 @@ impl Config {
             heartbeat_interval_ms: r.uint("heartbeat_interval_ms", 1_000, 100, 60_000),
             node_ttl_ms: r.uint("node_ttl_ms", 5_000, 1_000, 600_000),
             rpc_timeout_ms: r.uint("rpc_timeout_ms", 2_000, 100, 60_000),
+            tls_ca_file: r.string("tls_ca_file").map(std::path::PathBuf::from),
         };
         r.finish();
+        if let Some(path) = &cluster.tls_ca_file {
+            match std::fs::read(path) {
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {}
+                Ok(_) => problems.push(ConfigProblem {
+                    key: "cluster.tls_ca_file".into(),
+                    message: format!("{} holds no PEM certificate", path.display()),
+                }),
+                Err(e) => problems.push(ConfigProblem {
+                    key: "cluster.tls_ca_file".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }),
+            }
+        }
         if cluster.node_ttl_ms < 3 * cluster.heartbeat_interval_ms {
             problems.push(ConfigProblem {
                 key: "cluster.node_ttl_ms".into(),
@@ -542,10 +605,22 @@ impl Config {
                     .map(|(i, u)| (format!("cluster.seed_urls[{i}]"), u)),
             )
         {
+            // Messages never repeat the URL: it may carry a password.
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 problems.push(ConfigProblem {
                     key,
                     message: "must start with redis:// or rediss://".into(),
+                });
+            } else if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                problems.push(ConfigProblem {
+                    key,
+                    message: format!("not a usable Redis URL ({:?})", e.kind()),
+                });
+            } else if cluster.tls_ca_file.is_some() && !url.starts_with("rediss://") {
+                problems.push(ConfigProblem {
+                    key,
+                    message: "cluster.tls_ca_file is set, so this URL must be rediss:// (TLS)"
+                        .into(),
                 });
             }
         }
@@ -940,7 +1015,7 @@ control = "127.0.0.1:9090"
 [api]
 stage = "prod"
 route_selection_expression = "$request.body.action"
-webhook_secret = "s3cret"
+webhook_secret = "s3cret-s3cret"
 [routes."$connect"]
 integration = "http"
 url = "http://127.0.0.1:3000/connect"

@@ -1,8 +1,13 @@
 //! Integrations: what a route does with an event — POST it to a backend (`http`) or answer
 //! in-process (`mock`).
 //!
-//! Invariants: one shared keep-alive HTTP client; a node-wide semaphore caps concurrent backend
-//! calls; every call carries `X-Gangway-Signature`; response bodies are read up to a bound.
+//! Invariants: one shared keep-alive HTTP client that never follows redirects (a 3xx is a
+//! non-2xx answer: a backend cannot send the signed event, with the client's headers, to
+//! another URL); node-wide semaphores cap concurrent backend calls — one for `$connect` and
+//! messages, one of its own for `$disconnect` deliveries, so a failing `$disconnect` backend
+//! under connection churn cannot stall everyone's `$connect`; waiting for a permit counts
+//! against the call's timeout; every call carries `X-Gangway-Signature`; response bodies are
+//! read up to a bound.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,7 +96,10 @@ impl IntegrationError {
 pub struct Integrations {
     routes: HashMap<String, Arc<Route>>,
     client: reqwest::Client,
+    /// `$connect` and message calls.
     permits: Semaphore,
+    /// `$disconnect` deliveries.
+    disconnect_permits: Semaphore,
     secret: Vec<u8>,
     max_response_bytes: usize,
     metrics: Arc<Metrics>,
@@ -116,6 +124,7 @@ impl Integrations {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
@@ -149,6 +158,7 @@ impl Integrations {
             routes,
             client,
             permits: Semaphore::new(config.limits.max_concurrent_integration_calls),
+            disconnect_permits: Semaphore::new(config.limits.max_concurrent_disconnect_calls),
             secret,
             max_response_bytes: config.limits.max_message_bytes,
             metrics,
@@ -165,7 +175,8 @@ impl Integrations {
         self.routes.contains_key(key)
     }
 
-    /// POSTs a signed event to a backend. Waits for a node-wide permit first.
+    /// POSTs a signed event to a backend. Waits for a node-wide permit first (`$disconnect`
+    /// calls for one of their own); the wait counts against `timeout`.
     pub async fn call_http(
         &self,
         route_key: &str,
@@ -176,15 +187,18 @@ impl Integrations {
         event: Vec<u8>,
     ) -> Result<BackendResponse, IntegrationError> {
         let started = Instant::now();
-        let result = {
-            let _permit = self.permits.acquire().await;
-            tokio::time::timeout(
-                timeout,
-                self.post(url, route_key, connection_id, event_type, event),
-            )
-            .await
-            .unwrap_or(Err(IntegrationError::Timeout(timeout)))
+        let permits = if route_key == "$disconnect" {
+            &self.disconnect_permits
+        } else {
+            &self.permits
         };
+        let result = tokio::time::timeout(timeout, async {
+            let _permit = permits.acquire().await;
+            self.post(url, route_key, connection_id, event_type, event)
+                .await
+        })
+        .await
+        .unwrap_or(Err(IntegrationError::Timeout(timeout)));
         self.metrics
             .integration_duration_seconds
             .with_label_values(&[route_key])

@@ -14,6 +14,7 @@
 //! - [`registry`], [`connection`], [`id`], [`close`], [`metrics`], [`gateway_frame`].
 
 pub mod broker;
+mod capacity;
 pub mod channels;
 pub mod close;
 pub mod cluster;

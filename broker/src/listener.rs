@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::broker::{ConnectionError, Shared};
+use crate::capacity::Held;
 use crate::connection::Connection;
 use crate::disconnect;
 use crate::event::{build_event, EventKind, EventSource};
@@ -25,16 +26,31 @@ use crate::socket::SharedSocket;
 
 /// Accepts until the node starts draining.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    if let Ok(addr) = listener.local_addr() {
+        let _ = shared.listen_domain.set(addr.to_string());
+    }
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let s = Arc::clone(&shared);
-                shared.connections.spawn(handle(s, stream, peer));
-            }
+            Ok((stream, peer)) => match shared.handshakes.try_take() {
+                Some(upgrading) => {
+                    let s = Arc::clone(&shared);
+                    shared.connections.spawn(handle(s, stream, peer, upgrading));
+                }
+                None => {
+                    // Too many sockets have not finished their upgrade: refuse this one at
+                    // once, without a task (the write cannot block on a fresh socket).
+                    shared
+                        .metrics
+                        .handshakes_rejected_total
+                        .with_label_values(&["handshakes_full"])
+                        .inc();
+                    let _ = stream.try_write(BUSY_RESPONSE);
+                }
+            },
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -44,6 +60,11 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
     tracing::info!("websocket listener stopped accepting");
 }
+
+/// What a socket beyond `max_pending_handshakes` gets before it is closed.
+const BUSY_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+    Content-Length: 34\r\nConnection: close\r\n\r\n{\"message\":\"Service Unavailable\"}";
 
 /// Outcome of the `$connect` step.
 enum ConnectDecision {
@@ -59,17 +80,18 @@ enum ConnectDecision {
 }
 
 /// One accepted socket, from upgrade to `$disconnect`.
-async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, upgrading: Held) {
     // Everything the upgrade needed (request headers, buffers) is freed before the session
-    // runs: only the connection record and the WebSocket stream outlive `open`.
+    // runs: only the connection record, its slot and the WebSocket stream outlive `open`.
     // Boxed: the upgrade's large future (it holds a backend call) lives on the heap only
     // while the upgrade runs, instead of widening every connection's task for its lifetime.
-    let Some((conn, ws)) = Box::pin(open(&shared, stream, peer)).await else {
+    let Some((conn, ws, slot)) = Box::pin(open(&shared, stream, peer, upgrading)).await else {
         return;
     };
     let ended = session::run(Arc::clone(&shared), Arc::clone(&conn), ws).await;
     let metrics = &shared.metrics;
     shared.registry.remove(&conn.id);
+    drop(slot);
     let discarded = conn.outbox.close();
     let emptied = shared.channels.remove_connection(&conn);
     if let Some(c) = shared.cluster.get() {
@@ -90,16 +112,18 @@ async fn handle(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         .connections_closed_total
         .with_label_values(&[ended.label])
         .inc();
-    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = %ended.reason, "disconnected");
+    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = ?ended.reason, "disconnected");
     disconnect::schedule(&shared, conn, ended.code, ended.reason, ended.dispatcher);
 }
 
-/// Reads the upgrade, runs `$connect`, answers 101 and registers the connection.
+/// Reads the upgrade, takes a connection slot, runs `$connect`, answers 101 and registers the
+/// connection. `upgrading` (one unfinished upgrade) is given back when this returns.
 async fn open(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-) -> Option<(Arc<Connection>, Box<Ws>)> {
+    upgrading: Held,
+) -> Option<(Arc<Connection>, Box<Ws>, Held)> {
     let _ = stream.set_nodelay(true);
     let config = Arc::clone(&shared.config);
     let limits = &config.limits;
@@ -116,18 +140,22 @@ async fn open(
                 if let Some(status) = e.status() {
                     let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
                 }
-                tracing::debug!(%peer, error = %e, "upgrade refused");
+                tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
                 return None;
             }
         };
-    if shared.registry.len() >= limits.max_connections || shared.shutdown.is_cancelled() {
-        metrics
-            .handshakes_rejected_total
-            .with_label_values(&["capacity"])
-            .inc();
-        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
-        return None;
-    }
+    // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
+    let slot = match shared.slots.try_take() {
+        Some(slot) if !shared.shutdown.is_cancelled() => slot,
+        _ => {
+            metrics
+                .handshakes_rejected_total
+                .with_label_values(&["capacity"])
+                .inc();
+            let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+            return None;
+        }
+    };
     let id = match ConnectionId::generate(shared.node_tag) {
         Ok(id) => id,
         Err(e) => {
@@ -139,11 +167,13 @@ async fn open(
     let id_text = id.to_string();
     let now = Utc::now();
     let connected_at_ms = now.timestamp_millis();
+    // Never the client's Host header: a handler that builds its @connections endpoint from
+    // domainName would send its credentials wherever a client points it.
     let domain_name = config
         .api
         .domain_name
         .clone()
-        .or_else(|| request.header("host").map(str::to_string))
+        .or_else(|| shared.listen_domain.get().cloned())
         .unwrap_or_default();
     let user_agent = request.header("user-agent").map(str::to_string);
     let source_ip = peer.ip().to_string();
@@ -203,28 +233,41 @@ async fn open(
     if let Some(c) = shared.cluster.get() {
         c.register_connection(&conn).await;
     }
+    let mut refused: Vec<(&str, ConnectionError)> = Vec::new();
     for channel in &answer.channels {
         let subscribed = match crate::channels::validate_name(channel) {
             Ok(()) => crate::broker::subscribe(shared, &conn, channel).await,
             Err(e) => Err(ConnectionError::InvalidChannel(e)),
         };
         if let Err(e) = subscribed {
-            tracing::warn!(connection_id = %conn.id_text, channel = %channel, error = %e, "$connect channel not subscribed");
+            refused.push((channel, e));
         }
+    }
+    if let Some((first, error)) = refused.first() {
+        // One line per answer, whatever it holds; names are the backend's, so escaped.
+        tracing::warn!(
+            connection_id = %conn.id_text,
+            refused = refused.len(),
+            of = answer.channels.len(),
+            first_channel = ?first,
+            first_error = ?error.to_string(),
+            "$connect channels not subscribed"
+        );
     }
     metrics.connections.inc();
     metrics.connections_opened_total.inc();
     tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
 
     let ws = WebSocketStream::from_partially_read(
-        SharedSocket::new(stream),
+        SharedSocket::new(stream, limits.max_fragments_per_message),
         leftover,
         Role::Server,
         Some(shared.ws_config),
     )
     .await;
+    drop(upgrading);
     // Boxed so the stream exists once, not in every future that passes it along.
-    Some((conn, Box::new(ws)))
+    Some((conn, Box::new(ws), slot))
 }
 
 async fn run_connect(
@@ -365,7 +408,8 @@ mod size_tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
-        let fut = handle(Arc::clone(&broker.shared), client, addr);
+        let upgrading = broker.shared.handshakes.try_take().expect("room");
+        let fut = handle(Arc::clone(&broker.shared), client, addr, upgrading);
         let size = std::mem::size_of_val(&fut);
         println!("connection task future: {size} bytes");
         assert!(size <= 1200, "connection future grew to {size} bytes");

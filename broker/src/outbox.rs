@@ -47,9 +47,27 @@ pub enum PushOutcome {
     Closed,
 }
 
+/// What a queued frame is counted as besides its bytes: its queue slot and its allocation's
+/// header and rounding (524 288 queued empty pushes measured 36 MB, about 69 bytes each), so
+/// `send_queue_max_bytes` bounds real memory, not payload bytes.
+pub const FRAME_OVERHEAD_BYTES: usize = 64;
+
+/// What [`Outbox::drain`] took besides the frames.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// A close request, if one is pending.
+    pub close: Option<CloseRequest>,
+    /// The first frame taken is the rest of a frame a write-through put on the wire in part:
+    /// it must be written before anything else, tungstenite's own bytes (a pong) included.
+    pub partial_first: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    /// The rest of a frame a write-through could put on the wire only in part.
+    partial: Option<Bytes>,
     frames: VecDeque<Bytes>,
+    /// Counted size of `partial` and `frames` (see [`FRAME_OVERHEAD_BYTES`]).
     bytes: usize,
     close: Option<CloseRequest>,
     closed: bool,
@@ -102,18 +120,20 @@ impl Outbox {
         policy: SlowConsumerPolicy,
     ) -> PushOutcome {
         let mut s = self.lock();
-        if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() {
+        if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() && s.partial.is_none() {
             if let Some(socket) = &s.socket {
                 match socket2::SockRef::from(&**socket)
                     .send_with_flags(frame, crate::socket::SEND_FLAGS)
                 {
                     Ok(n) if n == frame.len() => return PushOutcome::Written,
                     Ok(n) => {
-                        // Part of the frame is on the wire: the rest must follow it, whatever
-                        // the queue's bound (the queue was empty, so it holds at most a frame).
+                        // Part of the frame is on the wire: the rest must follow it before any
+                        // other byte — ours or tungstenite's — whatever the queue's bound (the
+                        // queue was empty, so it holds at most this). Held until it has left.
                         let rest = frame.slice(n..);
-                        s.bytes += rest.len();
-                        s.frames.push_back(rest);
+                        s.bytes += rest.len() + FRAME_OVERHEAD_BYTES;
+                        s.partial = Some(rest);
+                        s.held = true;
                         drop(s);
                         self.notify.notify_one();
                         return PushOutcome::Queued;
@@ -133,11 +153,13 @@ impl Outbox {
         max_bytes: usize,
         policy: SlowConsumerPolicy,
     ) -> PushOutcome {
-        let size = frame.len();
+        let size = frame.len() + FRAME_OVERHEAD_BYTES;
         if s.closed || s.close.is_some() {
             return PushOutcome::Closed;
         }
-        if s.bytes + size > max_bytes {
+        // An empty queue takes any one frame (a largest message plus its overhead may be a
+        // little over a bound equal to `max_message_bytes`).
+        if s.bytes + size > max_bytes && s.bytes > 0 {
             if policy == SlowConsumerPolicy::Disconnect {
                 s.close = Some(CloseRequest {
                     code: crate::close::SLOW_CONSUMER,
@@ -176,34 +198,66 @@ impl Outbox {
         self.lock().socket = Some(socket);
     }
 
-    /// The session is about to write by itself, or tungstenite may hold bytes to send: no
-    /// write-through until [`Outbox::release`].
+    /// Tungstenite may hold bytes to send (it owes a pong): no write-through until
+    /// [`Outbox::release`]. A partly written frame stays first in the queue.
     pub fn hold(&self) {
         self.lock().held = true;
+    }
+
+    /// The session is about to write by itself: no write-through until [`Outbox::release`].
+    /// Returns the rest of a frame a write-through put on the wire in part, if any: the
+    /// session must write it before anything else.
+    #[must_use = "a partly written frame must be finished before any other write"]
+    pub fn hold_for_write(&self) -> Option<Bytes> {
+        let mut s = self.lock();
+        s.held = true;
+        let partial = s.partial.take();
+        if let Some(p) = &partial {
+            s.bytes = s.bytes.saturating_sub(p.len() + FRAME_OVERHEAD_BYTES);
+        }
+        partial
     }
 
     /// Everything the session wrote has left: write-through may resume once the queue is empty.
     pub fn release(&self) {
         let mut s = self.lock();
-        if s.frames.is_empty() {
+        if s.frames.is_empty() && s.partial.is_none() {
             s.held = false;
         }
     }
 
-    /// Takes every queued frame into `out`, and the close request if one is pending. Taking
-    /// frames holds the socket (see [`Outbox::hold`]) until the session releases it.
-    pub fn drain(&self, out: &mut Vec<Bytes>) -> Option<CloseRequest> {
+    /// Takes every queued frame into `out` (the rest of a partly written frame first), and the
+    /// close request if one is pending. Taking frames holds the socket (see [`Outbox::hold`])
+    /// until the session releases it.
+    pub fn drain(&self, out: &mut Vec<Bytes>) -> Drained {
         let mut s = self.lock();
-        if !s.frames.is_empty() {
+        let partial = s.partial.take();
+        let partial_first = partial.is_some();
+        if partial_first || !s.frames.is_empty() {
             s.held = true;
         }
+        out.extend(partial);
         out.extend(s.frames.drain(..));
         s.bytes = 0;
         if s.frames.capacity() > 64 {
             // Give back memory a burst left behind: idle connections stay small.
             s.frames = VecDeque::new();
         }
-        s.close.clone()
+        Drained {
+            close: s.close.clone(),
+            partial_first,
+        }
+    }
+
+    /// Puts `rest` where a partial write-through leaves the rest of its frame (tests only).
+    #[cfg(test)]
+    pub(crate) fn set_partial(&self, rest: Bytes) {
+        let mut s = self.lock();
+        s.bytes += rest.len() + FRAME_OVERHEAD_BYTES;
+        s.partial = Some(rest);
+        s.held = true;
+        drop(s);
+        self.notify.notify_one();
     }
 
     /// Marks the outbox closed for good: later pushes answer [`PushOutcome::Closed`].
@@ -213,7 +267,7 @@ impl Outbox {
         s.closed = true;
         s.held = true;
         s.socket = None;
-        let n = s.frames.len();
+        let n = s.frames.len() + usize::from(s.partial.take().is_some());
         s.frames = VecDeque::new();
         s.bytes = 0;
         n
@@ -224,7 +278,7 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// Bytes currently queued.
+    /// Bytes currently counted against the bound (payloads plus [`FRAME_OVERHEAD_BYTES`] each).
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -243,41 +297,96 @@ mod tests {
     fn bounded_in_bytes_with_disconnect_policy() {
         let o = Outbox::new();
         let d = SlowConsumerPolicy::Disconnect;
+        let max = 8 + FRAME_OVERHEAD_BYTES;
         assert_eq!(
-            o.push(Bytes::from_static(b"12345"), 8, d),
+            o.push(Bytes::from_static(b"12345"), max, d),
             PushOutcome::Queued
         );
         assert_eq!(
-            o.push(Bytes::from_static(b"12345"), 8, d),
+            o.push(Bytes::from_static(b"12345"), max, d),
             PushOutcome::Full
         );
         // Now closing: further pushes are refused.
-        assert_eq!(o.push(Bytes::from_static(b"1"), 8, d), PushOutcome::Closed);
+        assert_eq!(
+            o.push(Bytes::from_static(b"1"), max, d),
+            PushOutcome::Closed
+        );
         let mut out = Vec::new();
-        let close = o.drain(&mut out);
+        let drained = o.drain(&mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(close.map(|c| c.code), Some(crate::close::SLOW_CONSUMER));
+        assert_eq!(
+            drained.close.map(|c| c.code),
+            Some(crate::close::SLOW_CONSUMER)
+        );
     }
 
     #[test]
     fn drop_policy_keeps_the_connection() {
         let o = Outbox::new();
         let p = SlowConsumerPolicy::Drop;
+        let max = 8 + FRAME_OVERHEAD_BYTES;
         assert_eq!(
-            o.push(Bytes::from_static(b"12345"), 8, p),
+            o.push(Bytes::from_static(b"12345"), max, p),
             PushOutcome::Queued
         );
         assert_eq!(
-            o.push(Bytes::from_static(b"12345"), 8, p),
+            o.push(Bytes::from_static(b"12345"), max, p),
             PushOutcome::Full
         );
         let mut out = Vec::new();
-        assert!(o.drain(&mut out).is_none());
+        assert!(o.drain(&mut out).close.is_none());
         assert_eq!(
-            o.push(Bytes::from_static(b"12345"), 8, p),
+            o.push(Bytes::from_static(b"12345"), max, p),
             PushOutcome::Queued
         );
-        assert_eq!(o.queued_bytes(), 5);
+        assert_eq!(o.queued_bytes(), 5 + FRAME_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn empty_frames_count_their_overhead() {
+        // Empty pushes used to be free: 524 288 of them fit a 1 MiB queue and took 36 MB.
+        let o = Outbox::new();
+        let max = 1 << 20;
+        let mut queued = 0;
+        while o.push(crate::frame::text(""), max, SlowConsumerPolicy::Drop) == PushOutcome::Queued {
+            queued += 1;
+        }
+        assert_eq!(queued, max / (2 + FRAME_OVERHEAD_BYTES));
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_frame_of_any_size() {
+        let o = Outbox::new();
+        let p = SlowConsumerPolicy::Drop;
+        assert_eq!(
+            o.push(Bytes::from(vec![0u8; 100]), 100, p),
+            PushOutcome::Queued
+        );
+        assert_eq!(o.push(Bytes::from_static(b"x"), 100, p), PushOutcome::Full);
+    }
+
+    #[test]
+    fn a_partly_written_frame_leaves_first_and_holds_the_socket() {
+        let o = Outbox::new();
+        let p = SlowConsumerPolicy::Drop;
+        o.set_partial(Bytes::from_static(b"rest"));
+        assert_eq!(
+            o.push(Bytes::from_static(b"next"), 1 << 20, p),
+            PushOutcome::Queued
+        );
+        o.release();
+        let mut out = Vec::new();
+        let drained = o.drain(&mut out);
+        assert!(drained.partial_first);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"rest"), Bytes::from_static(b"next")]
+        );
+        // A write of the session's own takes the partial frame first.
+        o.set_partial(Bytes::from_static(b"tail"));
+        assert_eq!(o.hold_for_write(), Some(Bytes::from_static(b"tail")));
+        assert_eq!(o.hold_for_write(), None);
+        assert_eq!(o.queued_bytes(), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Route selection: AWS's `route_selection_expression`, evaluated against a message.
 //!
-//! Sans-IO and allocation-light: an expression is parsed once at start into segments; each
-//! message is parsed as JSON at most once. Rules (AWS): `$request.body.<path>` or
+//! Sans-IO and allocation-light: an expression is parsed once at start into segments; a
+//! message is scanned once per variable, keeping only the selected value. Rules (AWS): `$request.body.<path>` or
 //! `${request.body.<path>}`, several variables mixed with static text, `\$` escapes a dollar,
 //! non-string values are stringified, a missing path is `""`. Non-JSON and binary messages, and
 //! keys that match no route, go to `$default`.
@@ -40,14 +40,12 @@ pub enum ExpressionError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectionExpression {
     segments: Vec<Segment>,
-    needs_body: bool,
 }
 
 impl Default for SelectionExpression {
     fn default() -> Self {
         SelectionExpression::parse("$request.body.action").unwrap_or(SelectionExpression {
             segments: Vec::new(),
-            needs_body: false,
         })
     }
 }
@@ -99,36 +97,142 @@ impl SelectionExpression {
             }
         }
         flush(&mut literal, &mut segments);
-        let needs_body = segments.iter().any(|s| matches!(s, Segment::Body(_)));
-        Ok(SelectionExpression {
-            segments,
-            needs_body,
-        })
+        Ok(SelectionExpression { segments })
     }
 
-    /// Evaluates the expression for a text message. `None` means the message is not JSON (or
-    /// not an object/array/value that can be read), which routes to `$default`.
+    /// Evaluates the expression for a text message. `None` means the message is not JSON,
+    /// which routes to `$default`.
+    ///
+    /// No tree of the message is built: each variable's path is followed by one streaming pass
+    /// that skips (while validating) everything off the path and keeps only the selected value,
+    /// so a large message costs a scan, not an allocation per node (BENCHMARKS.md).
     pub fn evaluate(&self, message: &str) -> Option<String> {
-        if !self.needs_body {
-            return Some(self.render(&serde_json::Value::Null));
-        }
-        let body: serde_json::Value = serde_json::from_str(message).ok()?;
-        Some(self.render(&body))
-    }
-
-    fn render(&self, body: &serde_json::Value) -> String {
         let mut out = String::new();
         for seg in &self.segments {
             match seg {
                 Segment::Static(s) => out.push_str(s),
                 Segment::Body(path) => {
-                    if let Some(v) = lookup(body, path) {
-                        stringify(v, &mut out);
+                    if let Some(v) = select(message, path)? {
+                        stringify(&v, &mut out);
                     }
                 }
             }
         }
-        out
+        Some(out)
+    }
+}
+
+/// Follows `path` through the JSON text `message`: `None` when it is not JSON, `Some(None)`
+/// when the path leads nowhere. Duplicate keys resolve to the last, as in a parsed object.
+fn select(message: &str, path: &[PathStep]) -> Option<Option<serde_json::Value>> {
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_str(message);
+    let found = PathSeed(path).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+/// Deserializes the value at a path below the current one, skipping the rest.
+struct PathSeed<'p>(&'p [PathStep]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PathSeed<'_> {
+    type Value = Option<serde_json::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.0.first() {
+            None => serde::Deserialize::deserialize(d).map(Some),
+            Some(_) => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PathSeed<'_> {
+    type Value = Option<serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let (field, rest) = match self.0.split_first() {
+            Some((PathStep::Field(f), rest)) => (Some(f.as_str()), rest),
+            _ => (None, &[][..]),
+        };
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(field))? {
+            if hit {
+                found = map.next_value_seed(PathSeed(rest))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let (index, rest) = match self.0.split_first() {
+            Some((PathStep::Index(n), rest)) => (Some(*n), rest),
+            _ => (None, &[][..]),
+        };
+        let mut found = None;
+        let mut i = 0usize;
+        loop {
+            if Some(i) == index {
+                match seq.next_element_seed(PathSeed(rest))? {
+                    Some(v) => found = v,
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            i = i.saturating_add(1);
+        }
+        Ok(found)
+    }
+
+    // Scalars end the path: what it asks for is not there.
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Reads an object key and says whether it is `Some(name)`, without allocating it.
+struct KeyIs<'n>(Option<&'n str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<bool, E> {
+        Ok(self.0 == Some(key))
     }
 }
 
@@ -188,17 +292,6 @@ fn parse_variable(var: &str) -> Result<Vec<PathStep>, ExpressionError> {
         }
     }
     Ok(steps)
-}
-
-fn lookup<'a>(body: &'a serde_json::Value, path: &[PathStep]) -> Option<&'a serde_json::Value> {
-    let mut v = body;
-    for step in path {
-        v = match step {
-            PathStep::Field(f) => v.as_object()?.get(f)?,
-            PathStep::Index(n) => v.as_array()?.get(*n)?,
-        };
-    }
-    Some(v)
 }
 
 /// AWS stringifies non-string results; arrays read `[item1, item2]`.
@@ -303,6 +396,40 @@ mod tests {
             Some("")
         );
         assert_eq!(eval("v$request.body.n.", body).as_deref(), Some("v42."));
+    }
+
+    #[test]
+    fn duplicate_keys_take_the_last_and_everything_is_validated() {
+        assert_eq!(
+            eval("$request.body.a", r#"{"a":"x","a":"y"}"#).as_deref(),
+            Some("y")
+        );
+        assert_eq!(
+            eval("$request.body.a", r#"{"a\u0062":"x","ab":"y","a":"z"}"#).as_deref(),
+            Some("z")
+        );
+        // Broken JSON after the selected value still means "not JSON".
+        assert_eq!(eval("$request.body.a", r#"{"a":"x", broken"#), None);
+        assert_eq!(eval("$request.body.a", r#"{"a":"x"} trailing"#), None);
+        assert_eq!(
+            eval("$request.body.a[1]", r#"{"a":[1,[2,3],4]}"#).as_deref(),
+            Some("[2, 3]")
+        );
+        assert_eq!(
+            eval("$request.body.a[9]", r#"{"a":[1]}"#).as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            eval("$request.body.a.b", r#"{"a":[1]}"#).as_deref(),
+            Some("")
+        );
+        assert_eq!(eval("$request.body.a", "42").as_deref(), Some(""));
+        // Skipped values are walked without recursion; a selected value deeper than serde_json's
+        // recursion limit is not JSON to the router.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(eval("$request.body.a", &deep).as_deref(), Some(""));
+        let deep_value = format!(r#"{{"a":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(eval("$request.body.a", &deep_value), None);
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //!   bounded queue; when that queue is full, reading pauses (TCP backpressure) but writes and
 //!   timers go on;
 //! - everything queued in the outbox leaves in one flush (frames coalesce into one write);
-//! - a write that cannot finish within `write_timeout_secs` closes the connection as a slow consumer.
+//! - a write that cannot finish within `write_timeout_secs` closes the connection as a slow consumer;
+//! - timers fire under any inbound load: the timer is polled before the socket, so a client
+//!   that keeps the socket readable (an endless fragmented message, a ping flood) cannot starve
+//!   the ping, idle and maximum-duration limits;
+//! - before tungstenite writes anything of its own (a pong, a ping, a close), the rest of a
+//!   frame a write-through put on the wire in part is written first (see
+//!   `Outbox::hold_for_write`); a pong tungstenite owes is flushed only after it too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,9 +67,11 @@ struct Session {
     last_heard: Instant,
     last_ping: Instant,
     max_deadline: Instant,
-    /// Rate limiter: start of the current one-second window and messages in it.
+    /// Rate limiter: start of the current one-second window and frames in it.
     window_start: Instant,
     window_count: u32,
+    /// Reading pauses until then: the client sent more than twice its frame rate.
+    read_paused_until: Option<Instant>,
     /// A ping arrived since the last write: tungstenite may hold its pong unwritten, and it
     /// must leave before our frames. (tungstenite buffers nothing else between our writes.)
     pong_pending: bool,
@@ -92,6 +100,7 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<
         last_ping: now,
         window_start: now,
         window_count: 0,
+        read_paused_until: None,
         pong_pending: false,
     };
     let (code, reason, label) = s.drive(&mut ws).await;
@@ -115,15 +124,16 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = self.conn.outbox.wait() => {
-                    let close_request = self.conn.outbox.drain(&mut batch);
+                    let drained = self.conn.outbox.drain(&mut batch);
                     if !batch.is_empty() {
-                        if let Err(step) = Box::pin(self.write_batch(ws, &mut batch)).await {
+                        let written = self.write_batch(ws, &mut batch, drained.partial_first);
+                        if let Err(step) = Box::pin(written).await {
                             return Box::pin(self.finish(ws, step)).await;
                         }
                         // Everything drained has left (and any pong before it).
                         self.conn.outbox.release();
                     }
-                    match close_request {
+                    match drained.close {
                         Some(c) if c.code == close::SLOW_CONSUMER => {
                             self.shared.metrics.outbound_dropped_total
                                 .with_label_values(&["slow_consumer"]).inc();
@@ -146,15 +156,18 @@ impl Session {
                     }
                     Step::Continue
                 }
-                frame = ws.next(), if self.pending.is_none() => self.on_frame(frame),
+                // Before the socket: a client that keeps it readable cannot starve the timers.
                 _ = &mut timer => Box::pin(self.on_timer(ws)).await,
+                frame = ws.next(), if self.pending.is_none() && self.read_paused_until.is_none() => {
+                    let extra = ws.get_mut().take_extra_frames();
+                    self.on_frame(frame, extra)
+                }
             };
             match step {
                 Step::Continue => {}
                 Step::End(code, reason, label) => {
                     // The peer closed or vanished; answer a close frame if one is owed.
-                    self.conn.outbox.hold();
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+                    Box::pin(self.answer_close(ws)).await;
                     return (code, reason, label);
                 }
                 Step::Close(code, reason, label) => {
@@ -189,13 +202,38 @@ impl Session {
         if limits.ping_interval_secs > 0 {
             next = next.min(self.last_ping + Duration::from_secs(limits.ping_interval_secs));
         }
+        if let Some(paused) = self.read_paused_until {
+            next = next.min(paused);
+        }
         next
+    }
+
+    /// Flushes what tungstenite owes the peer (the answer to its close frame), briefly.
+    async fn answer_close(&mut self, ws: &mut Ws) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if self.take_socket(ws).await.is_ok() {
+                let _ = ws.flush().await;
+            }
+        })
+        .await;
+    }
+
+    /// Holds the socket for a write of tungstenite's own (a ping, a pong, a close), first
+    /// finishing a frame a write-through left half-written, so the byte stream stays whole.
+    async fn take_socket(&mut self, ws: &mut Ws) -> std::io::Result<()> {
+        if let Some(rest) = self.conn.outbox.hold_for_write() {
+            write_all_frames(ws.get_ref().stream(), &mut [rest]).await?;
+        }
+        Ok(())
     }
 
     /// Checks every deadline against the clock; the timer may fire early (it is reset lazily).
     async fn on_timer(&mut self, ws: &mut Ws) -> Step {
         let now = Instant::now();
         let limits = &self.shared.config.limits;
+        if self.read_paused_until.is_some_and(|until| now >= until) {
+            self.read_paused_until = None;
+        }
         if now >= self.max_deadline {
             return Step::Close(
                 close::GOING_AWAY,
@@ -222,9 +260,11 @@ impl Session {
             if now >= self.last_ping + interval {
                 self.last_ping = now;
                 let write_timeout = Duration::from_secs(limits.write_timeout_secs);
-                self.conn.outbox.hold();
-                let sent =
-                    tokio::time::timeout(write_timeout, ws.send(Message::Ping(Bytes::new()))).await;
+                let sent = tokio::time::timeout(write_timeout, async {
+                    self.take_socket(ws).await.map_err(WsError::Io)?;
+                    ws.send(Message::Ping(Bytes::new())).await
+                })
+                .await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return Step::End(close::ABNORMAL, "Connection lost".into(), "error");
                 }
@@ -237,15 +277,23 @@ impl Session {
     }
 
     /// Writes encoded frames straight to the socket in as few `sendmsg` calls as possible,
-    /// after anything tungstenite itself queued (pongs), so the byte stream stays in order.
-    async fn write_batch(&mut self, ws: &mut Ws, batch: &mut Vec<Bytes>) -> Result<(), Step> {
+    /// after anything tungstenite itself queued (pongs), so the byte stream stays in order —
+    /// except the rest of a partly written frame (`partial_first`), which goes before all.
+    async fn write_batch(
+        &mut self,
+        ws: &mut Ws,
+        batch: &mut Vec<Bytes>,
+        partial_first: bool,
+    ) -> Result<(), Step> {
         let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
-        let flush_first = std::mem::take(&mut self.pong_pending);
+        let flush_pong = std::mem::take(&mut self.pong_pending);
         let written = tokio::time::timeout(write_timeout, async {
-            if flush_first {
+            let (partial, rest) = batch.split_at_mut(usize::from(partial_first));
+            write_all_frames(ws.get_ref().stream(), partial).await?;
+            if flush_pong {
                 ws.flush().await.map_err(std::io::Error::other)?;
             }
-            write_all_frames(ws.get_ref().stream(), batch).await
+            write_all_frames(ws.get_ref().stream(), rest).await
         })
         .await;
         batch.clear();
@@ -287,13 +335,12 @@ impl Session {
         reason: String,
         label: &'static str,
     ) -> (u16, String, &'static str) {
-        self.conn.outbox.hold();
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.clone().into(),
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            if ws.close(Some(frame)).await.is_ok() {
+            if self.take_socket(ws).await.is_ok() && ws.close(Some(frame)).await.is_ok() {
                 // Read until the peer's close frame (or the end of the stream).
                 while let Some(Ok(m)) = ws.next().await {
                     if m.is_close() {
@@ -306,9 +353,12 @@ impl Session {
         (code, reason, label)
     }
 
-    fn on_frame(&mut self, frame: Option<Result<Message, WsError>>) -> Step {
+    /// One message from tungstenite; `extra` is how many frames that completed no message the
+    /// client sent since the last one (fragments), counted by the socket's meter.
+    fn on_frame(&mut self, frame: Option<Result<Message, WsError>>, extra: u32) -> Step {
         let now = Instant::now();
         self.last_heard = now;
+        let over_rate = self.count_frames(now, extra.saturating_add(1));
         let message = match frame {
             None => {
                 return Step::End(
@@ -323,7 +373,7 @@ impl Session {
         match message {
             Message::Text(text) => {
                 self.last_data = now;
-                self.on_data(Some(text.as_str()), Message::Text(text.clone()))
+                self.on_data(Some(text.as_str()), Message::Text(text.clone()), over_rate)
             }
             Message::Binary(data) => {
                 self.last_data = now;
@@ -334,7 +384,7 @@ impl Session {
                         "binary_rejected",
                     );
                 }
-                self.on_data(None, Message::Binary(data))
+                self.on_data(None, Message::Binary(data), over_rate)
             }
             Message::Ping(_) => {
                 // tungstenite owes a pong now and sends it on its next read or flush: no
@@ -357,7 +407,35 @@ impl Session {
         }
     }
 
+    /// Adds `frames` to the rate limiter's window; true when the window is over the limit.
+    /// Past twice the limit, reading pauses until the window ends (TCP pushes back), so a
+    /// flood of frames costs no CPU.
+    fn count_frames(&mut self, now: Instant, frames: u32) -> bool {
+        let limit = self.shared.config.limits.inbound_messages_per_sec;
+        if limit == 0 {
+            return false;
+        }
+        let window = Duration::from_secs(1);
+        if now >= self.window_start + window {
+            self.window_start = now;
+            self.window_count = 0;
+        }
+        self.window_count = self.window_count.saturating_add(frames);
+        if self.window_count > limit.saturating_mul(2) {
+            self.read_paused_until = Some(self.window_start + window);
+        }
+        self.window_count > limit
+    }
+
     fn on_read_error(&mut self, e: WsError) -> Step {
+        if let WsError::Io(io) = &e {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<crate::socket::TooManyFragments>())
+            {
+                return Step::Close(close::MESSAGE_TOO_BIG, "Too many fragments", "too_big");
+            }
+        }
         match e {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
                 Step::Close(close::MESSAGE_TOO_BIG, "Message too big", "too_big")
@@ -397,18 +475,11 @@ impl Session {
 
     /// A data message: rate limit, route, then answer inline (mock, Forbidden) or hand to the
     /// dispatcher (http).
-    fn on_data(&mut self, text: Option<&str>, message: Message) -> Step {
+    fn on_data(&mut self, text: Option<&str>, message: Message, over_rate: bool) -> Step {
         let shared = Arc::clone(&self.shared);
-        let limits = &shared.config.limits;
         self.conn.touch(Utc::now().timestamp_millis());
-        if limits.inbound_messages_per_sec > 0 {
-            let now = Instant::now();
-            if now >= self.window_start + Duration::from_secs(1) {
-                self.window_start = now;
-                self.window_count = 0;
-            }
-            self.window_count += 1;
-            if self.window_count > limits.inbound_messages_per_sec {
+        {
+            if over_rate {
                 shared
                     .metrics
                     .messages_received_total
@@ -480,7 +551,7 @@ impl Session {
 /// `sendmsg` rather than `writev`: on a socket it skips the VFS write path (file position
 /// lock, fsnotify), which measurably cut the kernel's cost per delivery in sparse fan-outs,
 /// where every message is its own system call.
-async fn write_all_frames(stream: &TcpStream, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all_frames(stream: &TcpStream, frames: &mut [Bytes]) -> std::io::Result<()> {
     use bytes::Buf as _;
     use std::io::IoSlice;
     use tokio::io::Interest;
@@ -518,7 +589,6 @@ async fn write_all_frames(stream: &TcpStream, frames: &mut Vec<Bytes>) -> std::i
             }
         }
     }
-    frames.clear();
     Ok(())
 }
 
@@ -527,5 +597,109 @@ async fn has_room(tx: Option<&mpsc::Sender<Inbound>>) {
     match tx {
         Some(tx) => drop(tx.reserve().await),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A session over a real loopback socket, and the client's raw end.
+    async fn session() -> (Session, Box<Ws>, TcpStream) {
+        let broker = crate::Broker::new(crate::Config::default()).expect("broker");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        let id = crate::id::ConnectionId::generate(broker.shared.node_tag).expect("rng");
+        let conn = Arc::new(Connection::new(id, 0, peer.ip(), None, "h".into(), None));
+        let ws = WebSocketStream::from_raw_socket(
+            SharedSocket::new(server, 1024),
+            Role::Server,
+            Some(broker.shared.ws_config),
+        )
+        .await;
+        conn.outbox.attach(Arc::clone(ws.get_ref().stream()));
+        let now = Instant::now();
+        let s = Session {
+            shared: Arc::clone(&broker.shared),
+            conn,
+            dispatcher: None,
+            pending: None,
+            last_data: now,
+            last_heard: now,
+            last_ping: now,
+            max_deadline: now + Duration::from_secs(60),
+            window_start: now,
+            window_count: 0,
+            read_paused_until: None,
+            pong_pending: false,
+        };
+        (s, Box::new(ws), client)
+    }
+
+    /// The rest of a frame a write-through left half-written goes before the pong tungstenite
+    /// owes, and before the session's own frames: the byte stream stays whole.
+    #[tokio::test]
+    async fn a_partly_written_frame_is_finished_before_the_pong() {
+        let (mut s, mut ws, mut client) = session().await;
+        // The client pings (a masked, empty ping frame); tungstenite now owes a pong.
+        client
+            .write_all(&[0x89, 0x80, 1, 2, 3, 4])
+            .await
+            .expect("ping");
+        let message = ws.next().await;
+        assert!(matches!(message, Some(Ok(Message::Ping(_)))));
+        assert!(matches!(s.on_frame(message, 0), Step::Continue));
+        // Meanwhile a write-through put the first bytes of a frame on the wire.
+        let frame = frame::text("hello");
+        s.conn.outbox.set_partial(frame.slice(3..));
+        assert_eq!(
+            s.conn.outbox.push(
+                frame::text("next"),
+                1 << 20,
+                crate::config::SlowConsumerPolicy::Drop
+            ),
+            crate::outbox::PushOutcome::Queued
+        );
+        let mut batch = Vec::new();
+        let drained = s.conn.outbox.drain(&mut batch);
+        assert!(s
+            .write_batch(&mut ws, &mut batch, drained.partial_first)
+            .await
+            .is_ok());
+        let mut got = vec![0u8; frame.len() - 3 + 2 + 6];
+        client.read_exact(&mut got).await.expect("read");
+        let mut want = frame[3..].to_vec();
+        want.extend_from_slice(&[0x8a, 0x00]);
+        want.extend_from_slice(&frame::text("next"));
+        assert_eq!(
+            got, want,
+            "rest of the frame, then the pong, then the next frame"
+        );
+    }
+
+    /// Before tungstenite writes a ping of its own, the rest of a half-written frame leaves.
+    #[tokio::test]
+    async fn a_partly_written_frame_is_finished_before_a_ping() {
+        let (mut s, mut ws, mut client) = session().await;
+        let frame = frame::text("hello");
+        s.conn.outbox.set_partial(frame.slice(2..));
+        s.last_ping = Instant::now() - Duration::from_secs(3600);
+        s.last_heard = Instant::now();
+        assert!(matches!(
+            Box::pin(s.on_timer(&mut ws)).await,
+            Step::Continue
+        ));
+        let mut got = vec![0u8; frame.len() - 2 + 2];
+        client.read_exact(&mut got).await.expect("read");
+        let mut want = frame[2..].to_vec();
+        want.extend_from_slice(&[0x89, 0x00]);
+        assert_eq!(got, want);
     }
 }

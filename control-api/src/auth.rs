@@ -1,97 +1,191 @@
 //! Control-API credentials: bearer tokens from `[control] tokens`, and AWS SigV4 signatures
 //! checked against `[[control.aws_credentials]]` (see [`crate::sigv4`]).
 //!
-//! With no credentials configured every request passes (the server then refuses to bind the
-//! control listener anywhere but loopback — see the config validation). A request whose
-//! credentials cannot be verified is refused, never let through.
+//! With no credentials configured, the control listener may only bind to loopback (see the
+//! config validation), and every request must look like it came from a local program, not a
+//! web page: a request with an `Origin` header, a `Sec-Fetch-Site` other than `none`, or a
+//! `Host` that is not a loopback name or address is refused (a page in a local browser could
+//! otherwise POST a "simple" request, or reach the API by DNS rebinding).
+//!
+//! A request whose credentials cannot be verified is refused, never let through. Everything a
+//! SigV4 signature says about the request except the body is checked before the body is read.
 
 use actix_web::HttpRequest;
 use gangway_broker::config::ControlConfig;
 
 use crate::error::ApiError;
-use crate::sigv4::{self, SignedRequest};
+use crate::sigv4::{self, constant_time_eq, Precheck, SignedHead};
 
-/// True when the request is SigV4-signed: its body must be read before [`check`].
-pub fn is_sigv4(req: &HttpRequest) -> bool {
-    authorization(req).is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256"))
+/// Who a request was found to be, before its body is read.
+#[derive(Debug)]
+pub enum Caller {
+    /// No credentials are configured: a local program on the loopback listener.
+    Local,
+    /// A configured bearer token.
+    Bearer,
+    /// A SigV4 signature whose headers passed [`sigv4::precheck`]: the body must still be
+    /// verified with [`verify_body`].
+    SigV4(Precheck),
 }
 
-fn authorization(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Checks the request's credentials against the configuration. `body` is the request body
-/// (needed for SigV4; empty for bearer tokens).
-pub fn check(req: &HttpRequest, control: &ControlConfig, body: &[u8]) -> Result<(), ApiError> {
-    if !control.requires_auth() {
-        return Ok(());
+fn all_headers(req: &HttpRequest) -> impl Fn(&str) -> Vec<String> + '_ {
+    |name: &str| {
+        req.headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
     }
-    let Some(header) = authorization(req) else {
+}
+
+/// Checks the request's credentials (or, without any configured, that it is local), using its
+/// headers only.
+pub fn authenticate(req: &HttpRequest, control: &ControlConfig) -> Result<Caller, ApiError> {
+    if !control.requires_auth() {
+        return check_local(req).map(|()| Caller::Local);
+    }
+    let Some(authorization) = header(req, "authorization") else {
         return Err(ApiError::new(
             401,
             "UnauthorizedException",
             "Missing credentials: send Authorization: Bearer <token>, or sign the request with SigV4",
         ));
     };
-    if let Some(token) = header.strip_prefix("Bearer ") {
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
         let token = token.trim().as_bytes();
-        if control
+        return if control
             .tokens
             .iter()
             .any(|t| constant_time_eq(t.as_bytes(), token))
         {
-            return Ok(());
-        }
-        return Err(ApiError::forbidden());
+            Ok(Caller::Bearer)
+        } else {
+            Err(ApiError::forbidden())
+        };
     }
-    if header.starts_with("AWS4-HMAC-SHA256") {
-        let lookup = |name: &str| -> Vec<String> {
-            req.headers()
-                .get_all(name)
-                .filter_map(|v| v.to_str().ok().map(str::to_string))
-                .collect()
-        };
-        let signed = SignedRequest {
-            method: req.method().as_str(),
-            raw_path: req.uri().path(),
-            raw_query: req.uri().query().unwrap_or(""),
-            header: &lookup,
-            body,
-        };
-        return match sigv4::verify(
-            header,
-            &signed,
+    if authorization.starts_with("AWS4-HMAC-SHA256") {
+        let lookup = all_headers(req);
+        let head = signed_head(req, &lookup);
+        return sigv4::precheck(
+            authorization,
+            &head,
             &control.aws_credentials,
             chrono::Utc::now(),
-        ) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::info!(error = %e, "SigV4 request refused");
-                Err(ApiError::new(403, "ForbiddenException", e.to_string()))
-            }
-        };
+        )
+        .map(Caller::SigV4)
+        .map_err(refused);
     }
     Err(ApiError::forbidden())
 }
 
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Verifies a SigV4 signature over the body as received.
+pub fn verify_body(req: &HttpRequest, pre: &Precheck, body: &[u8]) -> Result<(), ApiError> {
+    let lookup = all_headers(req);
+    pre.verify(&signed_head(req, &lookup), body)
+        .map_err(refused)
+}
+
+fn signed_head<'a>(
+    req: &'a HttpRequest,
+    lookup: &'a dyn Fn(&str) -> Vec<String>,
+) -> SignedHead<'a> {
+    SignedHead {
+        method: req.method().as_str(),
+        raw_path: req.uri().path(),
+        raw_query: req.uri().query().unwrap_or(""),
+        header: lookup,
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refused(e: sigv4::SigV4Error) -> ApiError {
+    // The log says why; the caller learns no more than it needs (no key enumeration).
+    tracing::info!(error = %e, "SigV4 request refused");
+    ApiError::new(403, "ForbiddenException", e.client_message())
+}
+
+/// Without credentials, only local programs may call: no browser (`Origin`, `Sec-Fetch-Site`)
+/// and a loopback `Host`.
+pub fn check_local(req: &HttpRequest) -> Result<(), ApiError> {
+    let refuse = |why: &str| {
+        Err(ApiError::new(
+            403,
+            "ForbiddenException",
+            format!(
+                "{why}: this control API has no credentials configured, so it answers only \
+                 local programs (configure [control] tokens to call it from elsewhere)"
+            ),
+        ))
+    };
+    if req.headers().contains_key("origin") {
+        return refuse("requests from web pages (with an Origin header) are refused");
+    }
+    if header(req, "sec-fetch-site").is_some_and(|s| s != "none") {
+        return refuse("requests from web pages (Sec-Fetch-Site) are refused");
+    }
+    match header(req, "host") {
+        Some(host) if is_loopback_host(host) => Ok(()),
+        _ => refuse("the Host header must name a loopback address"),
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, tail)) if tail.is_empty() || is_port(tail) => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(&format!(":{port}")) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(tail: &str) -> bool {
+    tail.strip_prefix(':')
+        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::is_loopback_host;
 
     #[test]
-    fn compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9090",
+            "127.0.0.1",
+            "127.0.0.1:9090",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:9090",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9090",
+            "localhost.evil.example",
+            "10.0.0.1:9090",
+            "[::2]:9090",
+            "127.0.0.1:",
+            "127.0.0.1:x",
+            "[::1]x",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 }

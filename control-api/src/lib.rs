@@ -12,20 +12,24 @@
 
 pub mod auth;
 pub mod batch;
+pub mod body;
 pub mod error;
 pub mod openapi;
 pub mod path;
 pub mod routes;
 pub mod sigv4;
 
+use std::time::Duration;
+
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use futures_util::StreamExt as _;
 use gangway_broker::id::request_id;
 use gangway_broker::Broker;
 
+use crate::auth::Caller;
+use crate::body::UnverifiedBudget;
 use crate::error::ApiError;
 use crate::path::ControlPath;
 use crate::routes::Op;
@@ -53,7 +57,8 @@ pub fn serve(
     listener: std::net::TcpListener,
     options: ServerOptions,
 ) -> std::io::Result<Server> {
-    let data = web::Data::new(broker);
+    let budget = UnverifiedBudget::new(broker.config().limits.max_batch_bytes);
+    let data = web::Data::new(State { broker, budget });
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -66,12 +71,20 @@ pub fn serve(
     .run())
 }
 
+/// What every request handler shares.
+struct State {
+    broker: Broker,
+    /// Bodies read before their SigV4 signature can be checked.
+    budget: UnverifiedBudget,
+}
+
 /// The single entry point: resolve the operation, check credentials, run it.
-async fn handle(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>) -> HttpResponse {
+async fn handle(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let broker = &state.broker;
     let rid = request_id();
     let target = path::parse(req.uri().path(), &broker.config().api.stage);
     let (operation, result) = match routes::resolve(&target, req.method()) {
-        Ok(op) => (op.name(), run(&req, body, &broker, op, target).await),
+        Ok(op) => (op.name(), run(&req, body, &state, op, target).await),
         Err(e) => ("unknown", Err(e)),
     };
     let mut response = match result {
@@ -100,26 +113,20 @@ async fn handle(req: HttpRequest, body: web::Payload, broker: web::Data<Broker>)
 async fn run(
     req: &HttpRequest,
     payload: web::Payload,
-    broker: &Broker,
+    state: &State,
     op: Op,
     target: ControlPath,
 ) -> Result<HttpResponse, ApiError> {
-    let limits = &broker.config().limits;
-    let body_limit = match op {
-        Op::PostToConnection | Op::Publish | Op::Broadcast => limits.max_message_bytes,
-        Op::Batch => limits.max_batch_bytes,
-        _ => 0,
-    };
+    let broker = &state.broker;
     let body = if op.is_public() {
+        // Probes and scrapers need no credentials; without any configured, they too must be
+        // local programs (no DNS rebinding to read metrics from a web page).
+        if !broker.config().control.requires_auth() {
+            auth::check_local(req)?;
+        }
         Bytes::new()
-    } else if auth::is_sigv4(req) {
-        // A signature covers the body: read it (bounded) first.
-        let body = read_body(payload, body_limit).await?;
-        auth::check(req, &broker.config().control, &body)?;
-        body
     } else {
-        auth::check(req, &broker.config().control, &[])?;
-        read_body(payload, body_limit).await?
+        authenticated_body(req, payload, state, op).await?
     };
     let query = req.query_string();
     match (op, target) {
@@ -196,21 +203,35 @@ fn json_response(status: u16, body: String) -> HttpResponse {
     .body(body)
 }
 
-/// Reads the body, refusing more than `limit` bytes with 413.
-async fn read_body(mut body: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut data = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
-        if data.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                413,
-                "PayloadTooLargeException",
-                format!("request body is over {limit} bytes"),
-            ));
+/// Checks the caller from the headers, then reads the body (bounded in size and time) and,
+/// for SigV4, verifies the signature over it. A SigV4 body is read only once everything but
+/// the body checked out, and only within the shared budget of unverified bodies.
+async fn authenticated_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+    op: Op,
+) -> Result<Bytes, ApiError> {
+    let config = state.broker.config();
+    let limit = match op {
+        Op::PostToConnection | Op::Publish | Op::Broadcast => config.limits.max_message_bytes,
+        Op::Batch => config.limits.max_batch_bytes,
+        _ => 0,
+    };
+    let timeout = Duration::from_secs(config.control.body_timeout_secs);
+    match auth::authenticate(req, &config.control)? {
+        Caller::Local | Caller::Bearer => body::read(req, payload, limit, timeout).await,
+        Caller::SigV4(pre) => {
+            let declared = body::declared_length(req)?;
+            if declared.is_some_and(|n| n > limit) {
+                return Err(body::too_large(limit));
+            }
+            let _room = state.budget.reserve(declared.unwrap_or(limit))?;
+            let body = body::read(req, payload, limit, timeout).await?;
+            auth::verify_body(req, &pre, &body)?;
+            Ok(body)
         }
-        data.extend_from_slice(&chunk);
     }
-    Ok(data.freeze())
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {

@@ -15,6 +15,7 @@ use gangway_broker::{Config, ConfigBuilder};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
@@ -37,14 +38,12 @@ pub async fn node(toml: &str) -> Node {
 
 /// Parses test TOML with ephemeral listeners and the test secret.
 pub fn config(toml: &str) -> Config {
-    let mut b = ConfigBuilder::new().file("test", toml);
+    let mut b = ConfigBuilder::new()
+        .file("secret", &format!("[api]\nwebhook_secret = \"{SECRET}\"\n"))
+        .file("test", toml);
     b.set("listen", "websocket", "127.0.0.1:0".into());
     b.set("listen", "control", "127.0.0.1:0".into());
-    let mut c = b.build().expect("valid test config");
-    if c.api.webhook_secret.is_none() {
-        c.api.webhook_secret = Some(SECRET.into());
-    }
-    c
+    b.build().expect("valid test config")
 }
 
 /// The WebSocket URL of a node, with `path`.
@@ -385,11 +384,104 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
     dir: std::path::PathBuf,
+    /// Extra arguments (TLS, users).
+    extra: Vec<String>,
+    /// Serving TLS only (on `port`).
+    tls: bool,
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed (openssl CLI).
+pub struct TestCa {
+    /// The CA certificate (PEM file).
+    pub ca: std::path::PathBuf,
+    /// The server certificate (PEM file).
+    pub cert: std::path::PathBuf,
+    /// The server key (PEM file).
+    pub key: std::path::PathBuf,
+}
+
+impl TestCa {
+    /// Makes one in `dir` (files named after `name`).
+    pub fn new(dir: &std::path::Path, name: &str) -> TestCa {
+        let f = |suffix: &str| dir.join(format!("{name}-{suffix}"));
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl is needed: scripts/test.sh installs it");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |path: &std::path::Path| path.to_string_lossy().into_owned();
+        let (ca, ca_key, key, csr, cert, ext) = (
+            f("ca.pem"),
+            f("ca.key"),
+            f("server.key"),
+            f("server.csr"),
+            f("server.pem"),
+            f("ext.cnf"),
+        );
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &p(&ca_key),
+            "-out",
+            &p(&ca),
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p(&key),
+            "-out",
+            &p(&csr),
+        ]);
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
+        run(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ]);
+        TestCa { ca, cert, key }
+    }
 }
 
 impl RedisServer {
     /// Starts one (redis-server must be installed: scripts/test.sh installs it).
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[], false)
+    }
+
+    /// Starts one with extra arguments (`--user …`); `tls`: the port serves TLS only (the
+    /// arguments must name the certificate files).
+    pub fn start_with(extra: &[&str], tls: bool) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -400,24 +492,53 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            tls,
         };
         r.spawn();
         r
     }
 
+    /// Starts one serving TLS only, with `ca`'s server certificate.
+    pub fn start_tls(ca: &TestCa) -> RedisServer {
+        let p = |path: &std::path::Path| path.to_string_lossy().into_owned();
+        let (cert, key, root) = (p(&ca.cert), p(&ca.key), p(&ca.ca));
+        RedisServer::start_with(
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &root,
+                "--tls-auth-clients",
+                "no",
+            ],
+            true,
+        )
+    }
+
     fn spawn(&mut self) {
+        let (plain, tls) = if self.tls {
+            ("0".to_string(), self.port.to_string())
+        } else {
+            (self.port.to_string(), "0".to_string())
+        };
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain,
+                "--tls-port",
+                &tls,
                 "--bind",
                 "127.0.0.1",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
-                "--dir",
             ])
+            .args(&self.extra)
+            .arg("--dir")
             .arg(&self.dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -531,6 +652,8 @@ impl RedisClusterServers {
                 port,
                 child: Some(child),
                 dir,
+                extra: Vec::new(),
+                tls: false,
             });
         }
         let addrs: Vec<String> = nodes
@@ -573,4 +696,250 @@ impl RedisClusterServers {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url()).collect()
     }
+}
+
+/// Opens a raw socket and completes the upgrade by hand.
+pub async fn raw_upgrade(node: &gangway::Node) -> TcpStream {
+    let mut s = TcpStream::connect(node.websocket_addr).await.expect("tcp");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Reads an HTTP response head.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut byte))
+            .await
+            .expect("in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A masked client frame.
+pub fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Reads server frames until a close frame; returns its code.
+pub async fn read_close_code(s: &mut TcpStream) -> u16 {
+    loop {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut head))
+            .await
+            .expect("in time")
+            .expect("frame");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).await.expect("len");
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).await.expect("len");
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.expect("payload");
+        if head[0] & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+/// The project's `.venv` Python, with boto3 and the AWS CLI (scripts/test.sh installs them).
+pub fn venv_python() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = root.join(".venv/bin/python");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import boto3, awscli"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} with boto3 and awscli is needed: run scripts/test.sh (it installs them)",
+        py.display()
+    );
+    py
+}
+
+/// Peak resident memory of a process (`VmHWM`), bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// A gangway binary running as its own process (JSON logs), killed when dropped.
+pub struct NodeProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its WebSocket listener, `ip:port`.
+    pub websocket: String,
+    /// Its control listener, `ip:port`.
+    pub control: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl NodeProcess {
+    /// Writes `toml` to a file in `dir` and starts the binary on it (listeners on 127.0.0.1:0)
+    /// with `args` (JSON logs unless they say `--log-format text`); returns once it logged its
+    /// start.
+    pub fn spawn(dir: &std::path::Path, name: &str, toml: &str, args: &[&str]) -> NodeProcess {
+        use std::io::BufRead as _;
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, toml).expect("config file");
+        let format: &[&str] = if args.contains(&"--log-format") {
+            &[]
+        } else {
+            &["--log-format", "json"]
+        };
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gangway"))
+            .arg("--config")
+            .arg(&file)
+            .args(format)
+            .args(args)
+            .env("GANGWAY_LISTEN_WEBSOCKET", "127.0.0.1:0")
+            .env("GANGWAY_LISTEN_CONTROL", "127.0.0.1:0")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn gangway");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let line = strip_ansi(&line);
+                if let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if j["fields"]["message"] == "gangway node started" {
+                        let _ = tx.send((
+                            j["fields"]["websocket"].as_str().unwrap_or("").to_string(),
+                            j["fields"]["control"].as_str().unwrap_or("").to_string(),
+                        ));
+                    }
+                } else if line.contains("gangway node started") {
+                    let field = |name: &str| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let _ = tx.send((field("websocket="), field("control=")));
+                }
+                store.lock().expect("lock").push(line);
+            }
+        });
+        let (websocket, control) = rx.recv_timeout(PATIENCE).expect("startup log line");
+        NodeProcess {
+            child,
+            websocket,
+            control,
+            lines,
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits for the process to exit; its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gangway did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh scratch directory for one test, removed by the caller when it likes.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gangway-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Removes terminal colour sequences (`ESC [ … m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

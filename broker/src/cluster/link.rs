@@ -1,11 +1,15 @@
 //! The node's connection to Redis: one standalone server (classic pub/sub, `PUBLISH` /
 //! `SUBSCRIBE`) or a Redis Cluster (sharded pub/sub, `SPUBLISH` / `SSUBSCRIBE`, so channel
 //! traffic spreads over the shards). Everything else in the cluster module is the same for both.
+//!
+//! `rediss://` URLs connect over TLS (rustls), verified against `[cluster] tls_ca_file` when it
+//! is set, else the system's roots. Credentials ride in the URL
+//! (`redis://user:password@host:port`, Redis 6 ACLs or `requirepass`).
 
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult};
+use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, TlsCertificates};
 use std::time::Duration;
 
 /// See the module documentation.
@@ -21,15 +25,23 @@ pub(crate) enum RedisLink {
 }
 
 impl RedisLink {
-    /// A link to one server at `url`; nothing is connected yet. Without `push` it carries
-    /// commands only.
-    pub(crate) fn single(url: &str, push: Option<impl AsyncPushSender>) -> RedisResult<RedisLink> {
+    /// A link to one server at `url` (`rediss://`: TLS, verified against `ca` when given, else
+    /// the system's roots); nothing is connected yet. Without `push` it carries commands only.
+    pub(crate) fn single(
+        url: &str,
+        ca: Option<&[u8]>,
+        push: Option<impl AsyncPushSender>,
+    ) -> RedisResult<RedisLink> {
         let info = url.into_connection_info()?;
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let info = info.set_redis_settings(settings);
+        let client = match ca {
+            Some(pem) => redis::Client::build_with_tls(info, certificates(pem))?,
+            None => redis::Client::open(info)?,
+        };
         let mut config = ConnectionManagerConfig::new();
         if let Some(push) = push {
             config = config.set_push_sender(push).set_automatic_resubscription();
@@ -48,10 +60,14 @@ impl RedisLink {
     /// `push` it carries commands only.
     pub(crate) fn sharded(
         seeds: &[String],
+        ca: Option<&[u8]>,
         push: Option<impl AsyncPushSender>,
     ) -> RedisResult<RedisLink> {
         let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str))
             .use_protocol(ProtocolVersion::RESP3);
+        if let Some(pem) = ca {
+            builder = builder.certs(certificates(pem));
+        }
         if let Some(push) = push {
             builder = builder.push_sender(push);
         }
@@ -123,5 +139,13 @@ impl RedisLink {
                     .await
             }
         }
+    }
+}
+
+/// Server verification against one CA (PEM), without a client certificate.
+fn certificates(ca_pem: &[u8]) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
     }
 }

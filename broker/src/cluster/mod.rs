@@ -74,6 +74,8 @@ pub struct ClusterSettings {
     pub node_ttl: Duration,
     /// How long a cross-node call waits for the owner's answer.
     pub rpc_timeout: Duration,
+    /// The CA (PEM) that `rediss://` servers are verified against; `None`: the system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// A stored record of an open connection, enough to send its `$disconnect` from another node.
@@ -151,16 +153,17 @@ impl Cluster {
         let mut seeds = vec![settings.redis_url.clone()];
         seeds.extend(settings.seed_urls.iter().cloned());
         type NoPush = fn(PushInfo) -> Result<(), redis::aio::SendError>;
+        let ca = settings.tls_ca_pem.as_deref();
         // The heartbeat has a connection of its own, so a burst of other commands (thousands of
         // connections closing at once) cannot delay it past the liveness TTL.
         let (redis, beat) = match settings.mode {
             RedisMode::Standalone => (
-                RedisLink::single(&settings.redis_url, Some(push))?,
-                RedisLink::single(&settings.redis_url, None::<NoPush>)?,
+                RedisLink::single(&settings.redis_url, ca, Some(push))?,
+                RedisLink::single(&settings.redis_url, ca, None::<NoPush>)?,
             ),
             RedisMode::Cluster => (
-                RedisLink::sharded(&seeds, Some(push))?,
-                RedisLink::sharded(&seeds, None::<NoPush>)?,
+                RedisLink::sharded(&seeds, ca, Some(push))?,
+                RedisLink::sharded(&seeds, ca, None::<NoPush>)?,
             ),
         };
         let cluster = Arc::new(Cluster {
@@ -596,6 +599,16 @@ fn fan_in(
     if origin == cluster.tag {
         return;
     }
+    // Another node checked the size, but what arrives from Redis is checked again: a message
+    // over this node's limit is never sent to its clients.
+    if payload.len() > shared.config.limits.max_message_bytes {
+        shared
+            .metrics
+            .cluster_dropped_total
+            .with_label_values(&["too_large"])
+            .inc();
+        return;
+    }
     let (kind, source) = match channel {
         Some(_) => ("publish", "cluster_publish"),
         None => ("broadcast", "cluster_broadcast"),
@@ -717,7 +730,7 @@ async fn reap_once(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> redis::Redis
         }
         let key = format!("gangway:conns:{tag_hex}");
         let records: HashMap<String, String> = redis.query(redis::cmd("HGETALL").arg(&key)).await?;
-        tracing::warn!(dead_node = %node_id, connections = records.len(), "node lost: sending $disconnect for its connections");
+        tracing::warn!(dead_node = ?node_id, connections = records.len(), "node lost: sending $disconnect for its connections");
         let reason = format!("Node lost: {node_id}");
         let mut deliveries = Vec::new();
         for (id_text, json) in records {
