@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gangway_benches::{subscribed, CHAT_BODY};
+use gangway_benches::{large_message, subscribed, tree_select, CHAT_BODY};
 use gangway_broker::cluster::wire::{Msg, Op};
 use gangway_broker::config::SlowConsumerPolicy;
 use gangway_broker::event::{build_event, EventKind, EventSource, MessageBody};
@@ -29,6 +29,16 @@ fn route_selection(c: &mut Criterion) {
     });
     g.bench_function("non_json_to_default", |b| {
         b.iter(|| select_route(&simple, Some(black_box("plain text, not json")), has))
+    });
+    // A 128 KiB message of small objects: the streaming pass against the tree parse it
+    // replaced, in the same run.
+    let large = large_message(128 * 1024);
+    g.throughput(Throughput::Bytes(large.len() as u64));
+    g.bench_function("large_128k_streaming", |b| {
+        b.iter(|| select_route(&simple, Some(black_box(&large)), has))
+    });
+    g.bench_function("large_128k_tree_parse_reference", |b| {
+        b.iter(|| tree_select(black_box(&large), &["action"]))
     });
     g.finish();
 }

@@ -38,5 +38,11 @@ pub mod signature;
 mod socket;
 pub mod write_through;
 
+/// Internals the fuzz targets (`fuzz/`) drive directly; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::socket::{FrameMeter, TooManyFragments};
+}
+
 pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo, FanOut};
 pub use config::{Config, ConfigBuilder, ConfigError};

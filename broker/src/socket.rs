@@ -124,7 +124,7 @@ impl AsyncWrite for SharedSocket {
 /// A message had more frames than `max_fragments_per_message` (the read fails with this).
 #[derive(Debug, thiserror::Error)]
 #[error("a message of more than {0} fragments")]
-pub(crate) struct TooManyFragments(pub(crate) u32);
+pub struct TooManyFragments(pub u32);
 
 /// Counts the client's frames as their bytes pass by, reading only frame headers (sans-IO).
 ///
@@ -136,7 +136,7 @@ pub(crate) struct TooManyFragments(pub(crate) u32);
 /// although tungstenite reads ahead. It does not validate frames: tungstenite does that with
 /// the same bytes.
 #[derive(Debug)]
-pub(crate) struct FrameMeter {
+pub struct FrameMeter {
     /// Header bytes of the frame being read.
     header: [u8; 14],
     have: u8,
@@ -154,7 +154,7 @@ pub(crate) struct FrameMeter {
 
 impl FrameMeter {
     /// A meter refusing messages of more than `max_fragments` frames.
-    pub(crate) fn new(max_fragments: u32) -> Self {
+    pub fn new(max_fragments: u32) -> Self {
         FrameMeter {
             header: [0; 14],
             have: 0,
@@ -167,7 +167,7 @@ impl FrameMeter {
     }
 
     /// Observes bytes read from the client, in order.
-    pub(crate) fn observe(&mut self, mut data: &[u8]) -> Result<(), TooManyFragments> {
+    pub fn observe(&mut self, mut data: &[u8]) -> Result<(), TooManyFragments> {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let k = usize::try_from(self.remaining)

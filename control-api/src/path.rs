@@ -93,8 +93,10 @@ fn at(segment: &str, name: &str) -> bool {
         return rest == name;
     }
     segment.len() == name.len() + 3
-        && segment[..3].eq_ignore_ascii_case("%40")
-        && &segment[3..] == name
+        && segment
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("%40"))
+        && segment.get(3..) == Some(name)
 }
 
 fn decode(segment: &str) -> Option<String> {
@@ -166,5 +168,10 @@ mod tests {
             ControlPath::Unknown
         );
         assert_eq!(parse("/prod/@connectionsx/a", "prod"), ControlPath::Unknown);
+        // Found by fuzzing: a multi-byte character where "%40" would end.
+        assert_eq!(
+            parse("/%1/%4\u{41c}onnections/abc/channels/room", "prod"),
+            ControlPath::Unknown
+        );
     }
 }
