@@ -7,7 +7,8 @@
 #   2. runs every Rust test (unit and integration: real nodes, clients and backends on
 #      127.0.0.1:0, redis-server processes, boto3/the AWS CLI/the JS SDK against a node);
 #   3. runs the Autobahn WebSocket conformance cases against a real node (scripts/autobahn.sh);
-#   4. runs every fuzz target for a few seconds (scripts/fuzz.sh).
+#   4. runs every fuzz target for a few seconds (scripts/fuzz.sh);
+#   5. checks that the broker's modules import each other without a cycle (scripts/module-graph.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,8 @@ if [ ! -d tests/js/node_modules/@aws-sdk/client-apigatewaymanagementapi ]; then
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 
+# The broker's imports run one way (ARCHITECTURE.md, "broker modules").
+python3 scripts/module-graph.py
 cargo build --workspace --bins
 cargo test --workspace
 scripts/autobahn.sh target/debug/gangway

@@ -23,7 +23,7 @@ async fn boto3_and_the_aws_cli_work_unchanged_with_signatures_checked() {
     let mut ws = connect(&node).await;
     eventually("registered", || node.broker.connection_count() == 1).await;
     let id = node.broker.connection_ids().pop().expect("id");
-    let gone = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("gone"))
+    let gone = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("gone"))
         .expect("rng")
         .to_string();
     let endpoint = format!("{}/prod", control_url(&node));
@@ -64,7 +64,7 @@ async fn the_js_sdk_v3_works_unchanged_with_signatures_checked() {
     ))
     .await;
     let (mut ws, id) = connect_with_id(&node).await;
-    let gone = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("gone"))
+    let gone = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("gone"))
         .expect("rng")
         .to_string();
     let endpoint = format!("{}/prod", control_url(&node));

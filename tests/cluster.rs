@@ -136,8 +136,7 @@ async fn any_node_reaches_any_connection() {
     assert_eq!(r.headers()["x-amzn-errortype"], "GoneException");
     // An id of a node that never existed: 410 at once.
     let ghost =
-        gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("ghost"))
-            .expect("rng");
+        gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("ghost")).expect("rng");
     let r = h
         .post(format!("{ub}/@connections/{ghost}"))
         .body("x")
@@ -470,7 +469,7 @@ async fn a_drained_node_sends_its_own_disconnects_and_deregisters() {
         .await
         .expect("connect");
     backend.wait_event("CONNECT", 1).await;
-    let tag = gangway_broker::id::NodeTag::of("drain-a").to_string();
+    let tag = gangway_broker::NodeTag::of("drain-a").to_string();
     let mut con = redis.client();
     let listed: bool = redis::cmd("HEXISTS")
         .arg("gangway:nodes")

@@ -144,7 +144,7 @@ async fn bad_ids_and_paths() {
         assert!(r.headers().get("x-amzn-requestid").is_some());
     }
     // A well-formed id nobody holds: 410.
-    let unknown = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("x"))
+    let unknown = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x"))
         .expect("rng")
         .to_string();
     for method in [

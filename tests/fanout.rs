@@ -190,8 +190,8 @@ async fn channel_errors() {
         .await
         .expect("post");
     assert_eq!(r.status(), 400);
-    let gone = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("x"))
-        .expect("rng");
+    let gone =
+        gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x")).expect("rng");
     let r = c
         .put(format!("{base}/@connections/{gone}/channels/a"))
         .send()
@@ -281,7 +281,7 @@ async fn batch_answers_one_result_per_item() {
         .send()
         .await
         .expect("put");
-    let gone = gangway_broker::id::ConnectionId::generate(gangway_broker::id::NodeTag::of("x"))
+    let gone = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x"))
         .expect("rng")
         .to_string();
     let body = serde_json::json!([

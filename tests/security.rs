@@ -931,7 +931,7 @@ async fn redis_acl_credentials_from_the_url() {
 // Item 13: what arrives from Redis passes this node's max_message_bytes like a local push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_messages_over_the_size_limit_are_dropped() {
-    use gangway_broker::cluster::wire::Msg;
+    use gangway_broker::internals::Msg;
     let redis = RedisServer::start();
     let a = cluster_member(
         "size-a",
@@ -946,9 +946,10 @@ async fn cluster_messages_over_the_size_limit_are_dropped() {
     // Another "node" (anyone who can write to Redis) publishes straight to the channel.
     let publish = |payload: Vec<u8>| {
         let msg = Msg::Publish {
-            origin: gangway_broker::id::NodeTag::of("elsewhere"),
+            origin: gangway_broker::NodeTag::of("elsewhere"),
+            channel: "big".into(),
             exclude: None,
-            payload,
+            payload: payload.into(),
         };
         let _: i64 = redis::cmd("PUBLISH")
             .arg("gangway:c:big")

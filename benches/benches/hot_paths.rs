@@ -5,12 +5,12 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gangway_benches::{large_message, subscribed, tree_select, CHAT_BODY};
-use gangway_broker::cluster::wire::{Msg, Op};
 use gangway_broker::config::SlowConsumerPolicy;
-use gangway_broker::event::{build_event, EventKind, EventSource, MessageBody};
-use gangway_broker::frame;
-use gangway_broker::id::{ConnectionId, NodeTag};
-use gangway_broker::route::{select_route, SelectionExpression};
+use gangway_broker::internals::frame;
+use gangway_broker::internals::{build_event, EventKind, EventSource, MessageBody};
+use gangway_broker::internals::{select_route, SelectionExpression};
+use gangway_broker::internals::{ConnOp, Msg};
+use gangway_broker::{ConnectionId, NodeTag};
 
 fn route_selection(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_selection");
@@ -115,14 +115,15 @@ fn cluster_wire(c: &mut Criterion) {
     let conn = ConnectionId::generate(NodeTag::of("b")).expect("rng");
     let publish = Msg::Publish {
         origin: tag,
+        channel: "news".into(),
         exclude: None,
-        payload: vec![b'x'; 100],
+        payload: Bytes::from(vec![b'x'; 100]),
     };
     let request = Msg::Request {
         req_id: 7,
         reply_to: tag,
         conn,
-        op: Op::Post(vec![b'x'; 100]),
+        op: ConnOp::Post(Bytes::from(vec![b'x'; 100])),
     };
     let encoded = Bytes::from(publish.encode());
     let mut g = c.benchmark_group("cluster_wire");

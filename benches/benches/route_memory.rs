@@ -3,7 +3,7 @@
 //! counts every allocation of this process).
 
 use gangway_benches::{large_message, tree_select};
-use gangway_broker::route::{select_route, SelectionExpression};
+use gangway_broker::internals::{select_route, SelectionExpression};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -24,7 +24,7 @@ fn main() {
         let route = select_route(&expression, Some(&message), |k| k == "sendmessage");
         assert_eq!(
             route,
-            gangway_broker::route::RouteChoice::Route("sendmessage".into())
+            gangway_broker::internals::RouteChoice::Route("sendmessage".into())
         );
     });
     let tree = peak_during(|| {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use gangway_broker::channels::Channels;
-use gangway_broker::connection::Connection;
-use gangway_broker::id::{ConnectionId, NodeTag};
+use gangway_broker::internals::Channels;
+use gangway_broker::internals::Connection;
+use gangway_broker::{ConnectionId, NodeTag};
 
 /// A realistic chat message body.
 pub const CHAT_BODY: &str = r#"{"action":"sendmessage","room":"lobby","data":{"text":"hello everyone, how is it going?","mentions":["alice","bob"],"ts":1705751700453}}"#;

@@ -1,48 +1,457 @@
-//! Gangway's data plane: one node's WebSocket listener, connections, route selection and
-//! integrations.
+//! Gangway's data plane: one node's WebSocket listener, connections, route selection,
+//! integrations, fan-out and cluster membership, behind the [`Broker`] façade.
 //!
-//! Layout (one noun per module):
-//! - [`config`]: the typed, validated configuration (file < environment < flags);
-//! - [`broker`]: the [`Broker`] handle — serve, push, get, delete, shut down;
-//! - `listener`: accept loop, upgrade, `$connect`; `session`: one connection's task;
-//! - `dispatch`: per-connection ordered backend calls; `disconnect`: `$disconnect` delivery;
-//! - [`handshake`]: the HTTP upgrade; [`route`]: route selection expressions;
-//! - [`event`]: AWS-shaped events; [`integration`]: http and mock integrations;
-//! - [`signature`]: webhook signing; [`outbox`]: bounded per-connection send queues of
-//!   encoded frames ([`frame`]);
-//! - [`channels`]: channel subscriptions for fan-out;
-//! - [`registry`], [`connection`], [`id`], [`close`], [`metrics`], [`gateway_frame`].
+//! Imports run one way (ARCHITECTURE.md draws the graph):
+//!
+//! ```text
+//! config, error, metrics, selection            (leaves)
+//!   → conn       ids, records, outboxes, frames, transports
+//!   → state      NodeState; the cluster seen through the ClusterLink trait
+//!   → fanout, integration
+//!   → ws, ops    the WebSocket edge; operations on this node's connections
+//!   → cluster    implements ClusterLink; calls ops and fanout for other nodes
+//!   → lib.rs     the Broker façade
+//! ```
+//!
+//! Nothing below the façade imports `cluster`; the cluster reaches the node only through the
+//! same `ops` and `fanout` functions the control API uses.
 
-pub mod broker;
-mod capacity;
-pub mod channels;
-pub mod close;
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod connection;
-pub(crate) mod disconnect;
-mod dispatch;
-pub mod event;
-pub mod frame;
-pub mod gateway_frame;
-pub mod handshake;
-pub mod id;
-pub mod integration;
-mod listener;
+mod conn;
+mod error;
+mod fanout;
+mod integration;
 pub mod metrics;
-pub mod outbox;
-pub mod registry;
-pub mod route;
-mod session;
-pub mod signature;
-mod socket;
-pub mod write_through;
+mod ops;
+mod selection;
+mod state;
+mod ws;
 
-/// Internals the fuzz targets (`fuzz/`) drive directly; not a stable API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::socket::{FrameMeter, TooManyFragments};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::RngCore as _;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, ConfigBuilder, ConfigError};
+pub use conn::connection::ConnectionInfo;
+pub use conn::id::{request_id, ConnectionId, InvalidConnectionId, NodeTag};
+pub use error::{BrokerError, ConnectionError};
+pub use fanout::FanOut;
+pub use integration::signature;
+
+use conn::capacity::Capacity;
+use conn::close;
+use conn::op::{ConnOp, OpOutcome};
+use conn::registry::Registry;
+use fanout::channels::Channels;
+use fanout::write_through::WriteThrough;
+use fanout::{fan_out, Audience};
+use integration::Routes;
+use metrics::Metrics;
+use state::{NodeState, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
+
+/// Pushes grouped by owner node: their positions in the batch, and the pushes.
+type ByOwner = HashMap<NodeTag, (Vec<usize>, Vec<(ConnectionId, Bytes)>)>;
+
+/// One node's data plane, shared by the WebSocket listener and the control API. Cheap to clone.
+///
+/// Every operation is `async`: one on a connection of another node waits for that node's
+/// answer through Redis (at most `[cluster] rpc_timeout_ms`); none ever waits on a WebSocket
+/// client.
+#[derive(Clone)]
+pub struct Broker {
+    state: Arc<NodeState>,
 }
 
-pub use broker::{Broker, BrokerError, ConnectionError, ConnectionInfo, FanOut};
-pub use config::{Config, ConfigBuilder, ConfigError};
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.state.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random node id, for a config without one.
+fn generated_node_id() -> String {
+    let mut raw = [0u8; 6];
+    rand::rng().fill_bytes(&mut raw);
+    format!("node-{}", hex::encode(raw))
+}
+
+/// The node's state for `config` (no cluster yet).
+fn node_state(config: Config) -> Result<NodeState, BrokerError> {
+    let node_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(generated_node_id);
+    // Validation requires a secret whenever a route calls a backend; without one nothing is
+    // ever signed, so a random key stands in (never logged).
+    let secret = match &config.api.webhook_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut raw = [0u8; 32];
+            rand::rng().fill_bytes(&mut raw);
+            raw.to_vec()
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let routes = Routes::new(&config, secret, Arc::clone(&metrics))?;
+    let limits = &config.limits;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * limits.max_message_bytes + 1024)
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes))
+        .accept_unmasked_frames(false);
+    Ok(NodeState {
+        node_tag: NodeTag::of(&node_id),
+        node_id,
+        write_through: WriteThrough::new(limits.write_through_max_recipients),
+        slots: Capacity::new(limits.max_connections),
+        handshakes: Capacity::new(limits.max_pending_handshakes),
+        config: Arc::new(config),
+        registry: Registry::new(),
+        channels: Channels::new(),
+        listen_domain: OnceLock::new(),
+        cluster: OnceLock::new(),
+        routes,
+        metrics,
+        ws_config,
+        shutdown: CancellationToken::new(),
+        connections: TaskTracker::new(),
+        disconnects: TaskTracker::new(),
+    })
+}
+
+/// A node's state for unit tests (no cluster).
+#[cfg(test)]
+pub(crate) fn test_state(config: Config) -> Arc<NodeState> {
+    Arc::new(node_state(config).expect("a valid test config"))
+}
+
+impl Broker {
+    /// Builds a node from a validated config. Generates the node id when the config has none. With
+    /// `[cluster] redis_url` it joins the cluster, and must then be called inside a tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// Fails when the webhook HTTP client cannot be built or the Redis settings are unusable.
+    pub fn new(config: Config) -> Result<Broker, BrokerError> {
+        let settings = cluster::ClusterSettings::of(&config)?;
+        let state = Arc::new(node_state(config)?);
+        if let Some(settings) = settings {
+            // Redis is connected lazily: the node starts (not ready) even while Redis is down.
+            let c = cluster::Cluster::start(&state, settings)?;
+            let link: Arc<dyn state::ClusterLink> = Arc::new(cluster::Link::new(c, &state));
+            let _ = state.cluster.set(link);
+        }
+        Ok(Broker { state })
+    }
+
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.state.node_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.state.registry.len()
+    }
+
+    /// Ids of the connections open on this node (a snapshot; for operators and tests).
+    pub fn connection_ids(&self) -> Vec<String> {
+        let mut ids = Vec::with_capacity(self.state.registry.len());
+        self.state
+            .registry
+            .for_each(|c| ids.push(c.id_text.to_string()));
+        ids
+    }
+
+    /// True once draining started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.state.shutdown.is_cancelled()
+    }
+
+    /// In cluster mode, waits (at most `limit`) until the node has joined; true when it has,
+    /// or when there is no cluster. A node that has not joined still serves local traffic.
+    pub async fn wait_joined(&self, limit: Duration) -> bool {
+        match self.state.cluster() {
+            Some(c) => c.wait_joined(limit).await,
+            None => true,
+        }
+    }
+
+    /// Accepts WebSocket clients on `listener` until [`Broker::shutdown`] is called.
+    pub async fn serve(&self, listener: TcpListener) {
+        ws::listener::accept_loop(Arc::clone(&self.state), listener).await
+    }
+
+    /// Drains the node: stops accepting, closes every client with 1001, waits (up to
+    /// `shutdown_grace_secs`) for connections to end and their `$disconnect` events to land,
+    /// then leaves the cluster (its tasks stop).
+    pub async fn shutdown(&self) {
+        let s = &self.state;
+        s.shutdown.cancel();
+        // Each open connection learns through its outbox (connections registered from now on
+        // check the token themselves).
+        s.registry.for_each(|c| {
+            c.outbox
+                .request_close(close::GOING_AWAY, "Server shutting down");
+        });
+        let grace = Duration::from_secs(s.config.limits.shutdown_grace_secs);
+        let deadline = tokio::time::Instant::now() + grace;
+        s.connections.close();
+        if tokio::time::timeout_at(deadline, s.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = s.registry.len(),
+                "shutdown grace period ended before every connection closed"
+            );
+        }
+        s.disconnects.close();
+        if tokio::time::timeout_at(deadline, s.disconnects.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period ended with $disconnect events still pending");
+        }
+        if let Some(c) = s.cluster() {
+            c.leave().await;
+        }
+    }
+
+    /// Why the node is not ready, if it is not: draining, or Redis unreachable.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.is_shutting_down() {
+            Some("draining")
+        } else if self.state.cluster().is_some_and(|c| !c.is_up()) {
+            Some("redis unreachable")
+        } else {
+            None
+        }
+    }
+
+    /// Runs `op` on connection `id`: here when this node owns it, else on its owner through the
+    /// cluster. Either way the answer is the owner's [`ops::execute`] result.
+    async fn on_connection(&self, id: &str, op: ConnOp) -> Result<OpOutcome, ConnectionError> {
+        let cid = ConnectionId::parse(id)?;
+        match self.state.remote(cid) {
+            Some(c) => c.call(cid, op).await,
+            None => ops::execute(&self.state, cid, op).await,
+        }
+    }
+
+    /// PostToConnection: queues `data` for the client — a text frame when it is UTF-8, binary
+    /// otherwise. Never waits on the client; a connection on another node is reached through
+    /// the cluster and its owner's answer is returned.
+    pub async fn post_to_connection(&self, id: &str, data: Bytes) -> Result<(), ConnectionError> {
+        ops::check_size(&self.state, &data)?;
+        self.on_connection(id, ConnOp::Post(data)).await.map(|_| ())
+    }
+
+    /// Many pushes at once (a batch): this node's connections are served in order at once; the
+    /// pushes for each other node travel together in one message, and the nodes are asked
+    /// concurrently. One result per push, in the given order.
+    pub async fn post_many(
+        &self,
+        pushes: Vec<(ConnectionId, Bytes)>,
+    ) -> Vec<Result<(), ConnectionError>> {
+        let mut results: Vec<Option<Result<(), ConnectionError>>> = vec![None; pushes.len()];
+        let mut remote = ByOwner::new();
+        for (i, (cid, data)) in pushes.into_iter().enumerate() {
+            if self.state.remote(cid).is_some() {
+                let group = remote.entry(cid.node()).or_default();
+                group.0.push(i);
+                group.1.push((cid, data));
+            } else {
+                results[i] = Some(ops::post(&self.state, cid, &data));
+            }
+        }
+        if let Some(cluster) = self.state.cluster() {
+            let calls = remote.into_values().map(|(indices, items)| async move {
+                let first = items[0].0;
+                (indices, cluster.call(first, ConnOp::PostMany(items)).await)
+            });
+            for (indices, answer) in futures_util::future::join_all(calls).await {
+                let each = match answer {
+                    Ok(OpOutcome::Each(each)) => each,
+                    Ok(_) => vec![Err(ConnectionError::Unavailable(
+                        "unexpected answer from the owner node".into(),
+                    ))],
+                    Err(e) => vec![Err(e)],
+                };
+                for (k, i) in indices.into_iter().enumerate() {
+                    results[i] = Some(
+                        each.get(k)
+                            .or(if each.len() == 1 { each.first() } else { None })
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                Err(ConnectionError::Unavailable(
+                                    "the owner node answered too few items".into(),
+                                ))
+                            }),
+                    );
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ConnectionError::Gone)))
+            .collect()
+    }
+
+    /// Subscribes a connection to a channel (idempotent). Returns once the subscription is
+    /// live cluster-wide, so a publish right after it reaches the connection.
+    pub async fn subscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+        ops::check_channel(channel)?;
+        self.on_connection(id, ConnOp::Subscribe(channel.to_string()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Unsubscribes a connection from a channel (idempotent for a live connection).
+    pub async fn unsubscribe(&self, id: &str, channel: &str) -> Result<(), ConnectionError> {
+        ops::check_channel(channel)?;
+        self.on_connection(id, ConnOp::Unsubscribe(channel.to_string()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Subscribers of a channel on this node only (no cluster round trip).
+    pub fn local_subscriber_count(&self, channel: &str) -> usize {
+        self.state.channels.subscriber_count(channel)
+    }
+
+    /// Subscribers of a channel on every node.
+    pub async fn subscriber_count(&self, channel: &str) -> Result<u64, ConnectionError> {
+        ops::check_channel(channel)?;
+        let local = self.state.channels.subscriber_count(channel) as u64;
+        match self.state.cluster() {
+            Some(c) => Ok(local + c.remote_subscribers(channel).await?),
+            None => Ok(local),
+        }
+    }
+
+    /// Sends `data` to every subscriber of `channel` (on every node) except `exclude`. The frame
+    /// is encoded once and shared; no subscriber is waited for. `recipients` counts this node's.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: &[u8],
+        exclude: Option<&str>,
+    ) -> Result<FanOut, ConnectionError> {
+        ops::check_channel(channel)?;
+        ops::check_size(&self.state, data)?;
+        let exclude = exclude.map(ConnectionId::parse).transpose()?;
+        let mut fan = fan_out(
+            &self.state,
+            Audience::Channel(channel),
+            data,
+            exclude,
+            "publish",
+            true,
+        );
+        if let Some(c) = self.state.cluster() {
+            if let Err(e) = c.publish(channel, exclude, data).await {
+                fan.cluster_failed = true;
+                self.count_cluster_failure(&e);
+            }
+        }
+        Ok(fan)
+    }
+
+    /// Sends `data` to every connection on every node except `exclude`.
+    pub async fn broadcast(
+        &self,
+        data: &[u8],
+        exclude: Option<&str>,
+    ) -> Result<FanOut, ConnectionError> {
+        ops::check_size(&self.state, data)?;
+        let exclude = exclude.map(ConnectionId::parse).transpose()?;
+        let mut fan = fan_out(
+            &self.state,
+            Audience::Everyone,
+            data,
+            exclude,
+            "broadcast",
+            true,
+        );
+        if let Some(c) = self.state.cluster() {
+            if let Err(e) = c.broadcast(exclude, data).await {
+                fan.cluster_failed = true;
+                self.count_cluster_failure(&e);
+            }
+        }
+        Ok(fan)
+    }
+
+    fn count_cluster_failure(&self, e: &ConnectionError) {
+        self.state
+            .metrics
+            .cluster_dropped_total
+            .with_label_values(&["publish_failed"])
+            .inc();
+        tracing::warn!(error = %e, "delivered locally only: the cluster is unavailable");
+    }
+
+    /// GetConnection.
+    pub async fn get_connection(&self, id: &str) -> Result<ConnectionInfo, ConnectionError> {
+        match self.on_connection(id, ConnOp::Get).await? {
+            OpOutcome::Info(info) => Ok(info),
+            _ => Err(ConnectionError::Unavailable(
+                "unexpected answer from the owner node".into(),
+            )),
+        }
+    }
+
+    /// DeleteConnection: closes the connection with `code` (default 1000) and `reason`.
+    pub async fn delete_connection(
+        &self,
+        id: &str,
+        code: Option<u16>,
+        reason: Option<&str>,
+    ) -> Result<(), ConnectionError> {
+        let code = code.unwrap_or(close::NORMAL);
+        let reason = reason.unwrap_or("").to_string();
+        ops::check_close(code, &reason)?;
+        self.on_connection(id, ConnOp::Delete { code, reason })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Internals that benches (`benches/`), fuzz targets (`fuzz/`) and tests drive directly; not a
+/// stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cluster::wire::{Msg, WireError};
+    pub use crate::conn::connection::Connection;
+    pub use crate::conn::frame;
+    pub use crate::conn::op::{ConnOp, OpOutcome};
+    pub use crate::fanout::channels::Channels;
+    pub use crate::integration::event::{build_event, EventKind, EventSource, MessageBody};
+    pub use crate::selection::{select_route, RouteChoice, SelectionExpression};
+    pub use crate::ws::handshake::parse_request;
+    pub use crate::ws::meter::{FrameMeter, TooManyFragments};
+}

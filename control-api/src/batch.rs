@@ -15,8 +15,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use gangway_broker::id::ConnectionId;
 use gangway_broker::Broker;
+use gangway_broker::ConnectionId;
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -263,7 +263,7 @@ mod tests {
     use super::*;
 
     fn id() -> String {
-        ConnectionId::generate(gangway_broker::id::NodeTag::of("t"))
+        ConnectionId::generate(gangway_broker::NodeTag::of("t"))
             .expect("rng")
             .to_string()
     }

@@ -55,6 +55,7 @@ impl ApiError {
     }
 }
 
+/// The one table from the broker's errors to HTTP statuses and AWS error types.
 impl From<ConnectionError> for ApiError {
     fn from(e: ConnectionError) -> Self {
         match &e {
@@ -71,10 +72,6 @@ impl From<ConnectionError> for ApiError {
             ConnectionError::InvalidClose(_)
             | ConnectionError::InvalidChannel(_)
             | ConnectionError::TooManyChannels { .. } => ApiError::bad_request(e.to_string()),
-            ConnectionError::Rejected(413, m) => {
-                ApiError::new(413, "PayloadTooLargeException", m.clone())
-            }
-            ConnectionError::Rejected(_, m) => ApiError::bad_request(m.clone()),
             ConnectionError::Unavailable(m) => {
                 ApiError::new(503, "ServiceUnavailableException", m.clone())
             }

@@ -25,7 +25,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use gangway_broker::id::request_id;
+use gangway_broker::request_id;
 use gangway_broker::Broker;
 
 use crate::auth::Caller;

@@ -2,7 +2,7 @@
 //! first NUL byte of the input.
 #![no_main]
 
-use gangway_broker::route::{select_route, SelectionExpression};
+use gangway_broker::internals::{select_route, SelectionExpression};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

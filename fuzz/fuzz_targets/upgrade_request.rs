@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(Some((request, used))) = gangway_broker::handshake::parse_request(data, "prod") {
+    if let Ok(Some((request, used))) = gangway_broker::internals::parse_request(data, "prod") {
         assert!(used <= data.len());
         assert!(!request.key.is_empty());
         let _ = request.header("host");

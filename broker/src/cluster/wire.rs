@@ -1,39 +1,25 @@
 //! The binary wire format between nodes (over Redis pub/sub). Versioned, compact, and decoded
 //! without panicking: garbage is an error, never a crash.
 //!
-//! Every message starts with `version: u8` (1) and `kind: u8`. Integers are big-endian; byte
+//! Every message starts with `version: u8` (2) and `kind: u8`. Integers are big-endian; byte
 //! strings are a `u32` length then the bytes; a node tag is 5 raw bytes; a connection id is its
-//! 18 raw bytes. See ARCHITECTURE.md ("Cluster wire format") for the table.
+//! 18 raw bytes. An operation's result is `code: u8` (0: success, else a
+//! [`ConnectionError::code`]) followed by the outcome or the error's fields, so the caller
+//! rebuilds the very error the owner returned. See ARCHITECTURE.md ("Cluster wire format").
 
-use crate::id::{ConnectionId, NodeTag};
+use bytes::Bytes;
 
-/// Current wire version.
-pub const VERSION: u8 = 1;
+use crate::conn::connection::ConnectionInfo;
+use crate::conn::id::{ConnectionId, NodeTag};
+use crate::conn::op::{ConnOp, OpOutcome};
+use crate::error::ConnectionError;
+
+/// Current wire version (2: typed results, channel names in publishes).
+pub const VERSION: u8 = 2;
 /// Largest byte string a message may carry (a message is at most this plus a few headers).
 pub const MAX_FIELD_BYTES: usize = 64 << 20;
-
-/// What a remote connection operation asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// PostToConnection with the payload.
-    Post(Vec<u8>),
-    /// GetConnection.
-    Get,
-    /// DeleteConnection with code and reason.
-    Delete {
-        /// Close code.
-        code: u16,
-        /// Close reason.
-        reason: String,
-    },
-    /// Subscribe to a channel.
-    Subscribe(String),
-    /// Unsubscribe from a channel.
-    Unsubscribe(String),
-    /// Several PostToConnection calls for connections of the same node, in order (a batch);
-    /// answered with one big-endian u16 status per item.
-    PostMany(Vec<(ConnectionId, Vec<u8>)>),
-}
+/// Most items one `PostMany` (or its answer) may carry.
+pub const MAX_POST_MANY: usize = 1_000_000;
 
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,25 +33,25 @@ pub enum Msg {
         /// The connection.
         conn: ConnectionId,
         /// What to do.
-        op: Op,
+        op: ConnOp,
     },
-    /// The owner's answer to a request or a count query.
+    /// The owner's answer to a request: exactly what its local operation returned.
     Reply {
         /// The request's id.
         req_id: u64,
-        /// HTTP-style status (200, 204, 400, 410, 413, 429).
-        status: u16,
-        /// GetConnection JSON, an error message, or a count.
-        body: Vec<u8>,
+        /// The outcome.
+        result: Result<OpOutcome, ConnectionError>,
     },
-    /// A channel publish (the channel is the Redis channel it travels on).
+    /// A channel publish.
     Publish {
         /// The publishing node, which delivered locally already.
         origin: NodeTag,
+        /// The channel.
+        channel: String,
         /// A connection not to deliver to.
         exclude: Option<ConnectionId>,
         /// The exact bytes to send.
-        payload: Vec<u8>,
+        payload: Bytes,
     },
     /// A broadcast to every connection of every node.
     Broadcast {
@@ -74,17 +60,23 @@ pub enum Msg {
         /// A connection not to deliver to.
         exclude: Option<ConnectionId>,
         /// The exact bytes to send.
-        payload: Vec<u8>,
+        payload: Bytes,
     },
-    /// "How many local subscribers has this channel?" — answered with a Reply whose body is a
-    /// big-endian u64.
+    /// "How many local subscribers has this channel?"
     CountQuery {
-        /// Correlates the reply.
+        /// Correlates the answer.
         req_id: u64,
-        /// Where to send the reply.
+        /// Where to send the answer.
         reply_to: NodeTag,
         /// The channel.
         channel: String,
+    },
+    /// The answer to a [`Msg::CountQuery`].
+    Count {
+        /// The query's id.
+        req_id: u64,
+        /// Local subscribers of the answering node.
+        count: u64,
     },
 }
 
@@ -97,10 +89,10 @@ pub enum WireError {
     /// A version this node does not speak.
     #[error("unsupported wire version {0}")]
     Version(u8),
-    /// An unknown kind or op byte.
+    /// An unknown kind, op, outcome or error byte.
     #[error("unknown {what} {value}")]
     Unknown {
-        /// `kind` or `op`.
+        /// `kind`, `op`, `outcome` or `error`.
         what: &'static str,
         /// The byte.
         value: u8,
@@ -117,7 +109,8 @@ const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_PUBLISH: u8 = 3;
 const KIND_BROADCAST: u8 = 4;
-const KIND_COUNT: u8 = 5;
+const KIND_COUNT_QUERY: u8 = 5;
+const KIND_COUNT: u8 = 6;
 
 const OP_POST: u8 = 1;
 const OP_GET: u8 = 2;
@@ -125,8 +118,13 @@ const OP_DELETE: u8 = 3;
 const OP_SUBSCRIBE: u8 = 4;
 const OP_UNSUBSCRIBE: u8 = 5;
 const OP_POST_MANY: u8 = 6;
-/// Most items one `PostMany` may carry.
-pub const MAX_POST_MANY: usize = 1_000_000;
+
+const OUTCOME_DONE: u8 = 1;
+const OUTCOME_INFO: u8 = 2;
+const OUTCOME_EACH: u8 = 3;
+
+/// The code of a success in a result.
+const OK: u8 = 0;
 
 impl Msg {
     /// Encodes the message.
@@ -144,68 +142,39 @@ impl Msg {
                 w.extend_from_slice(&req_id.to_be_bytes());
                 w.extend_from_slice(&reply_to.to_bytes());
                 w.extend_from_slice(&conn.to_bytes());
-                match op {
-                    Op::Post(p) => {
-                        w.push(OP_POST);
-                        put_bytes(&mut w, p);
-                    }
-                    Op::Get => w.push(OP_GET),
-                    Op::Delete { code, reason } => {
-                        w.push(OP_DELETE);
-                        w.extend_from_slice(&code.to_be_bytes());
-                        put_bytes(&mut w, reason.as_bytes());
-                    }
-                    Op::Subscribe(c) => {
-                        w.push(OP_SUBSCRIBE);
-                        put_bytes(&mut w, c.as_bytes());
-                    }
-                    Op::Unsubscribe(c) => {
-                        w.push(OP_UNSUBSCRIBE);
-                        put_bytes(&mut w, c.as_bytes());
-                    }
-                    Op::PostMany(items) => {
-                        w.push(OP_POST_MANY);
-                        w.extend_from_slice(&(items.len() as u32).to_be_bytes());
-                        for (c, p) in items {
-                            w.extend_from_slice(&c.to_bytes());
-                            put_bytes(&mut w, p);
-                        }
-                    }
-                }
+                put_op(&mut w, op);
             }
-            Msg::Reply {
-                req_id,
-                status,
-                body,
-            } => {
+            Msg::Reply { req_id, result } => {
                 w.push(KIND_REPLY);
                 w.extend_from_slice(&req_id.to_be_bytes());
-                w.extend_from_slice(&status.to_be_bytes());
-                put_bytes(&mut w, body);
+                match result {
+                    Ok(outcome) => {
+                        w.push(OK);
+                        put_outcome(&mut w, outcome);
+                    }
+                    Err(e) => put_error(&mut w, e),
+                }
             }
             Msg::Publish {
                 origin,
+                channel,
                 exclude,
                 payload,
+            } => {
+                w.push(KIND_PUBLISH);
+                w.extend_from_slice(&origin.to_bytes());
+                put_bytes(&mut w, channel.as_bytes());
+                put_exclude(&mut w, *exclude);
+                put_bytes(&mut w, payload);
             }
-            | Msg::Broadcast {
+            Msg::Broadcast {
                 origin,
                 exclude,
                 payload,
             } => {
-                w.push(if matches!(self, Msg::Publish { .. }) {
-                    KIND_PUBLISH
-                } else {
-                    KIND_BROADCAST
-                });
+                w.push(KIND_BROADCAST);
                 w.extend_from_slice(&origin.to_bytes());
-                match exclude {
-                    Some(c) => {
-                        w.push(1);
-                        w.extend_from_slice(&c.to_bytes());
-                    }
-                    None => w.push(0),
-                }
+                put_exclude(&mut w, *exclude);
                 put_bytes(&mut w, payload);
             }
             Msg::CountQuery {
@@ -213,10 +182,15 @@ impl Msg {
                 reply_to,
                 channel,
             } => {
-                w.push(KIND_COUNT);
+                w.push(KIND_COUNT_QUERY);
                 w.extend_from_slice(&req_id.to_be_bytes());
                 w.extend_from_slice(&reply_to.to_bytes());
                 put_bytes(&mut w, channel.as_bytes());
+            }
+            Msg::Count { req_id, count } => {
+                w.push(KIND_COUNT);
+                w.extend_from_slice(&req_id.to_be_bytes());
+                w.extend_from_slice(&count.to_be_bytes());
             }
         }
         w
@@ -230,71 +204,39 @@ impl Msg {
             return Err(WireError::Version(version));
         }
         let msg = match r.u8()? {
-            KIND_REQUEST => {
-                let req_id = r.u64()?;
-                let reply_to = r.tag()?;
-                let conn = r.conn()?;
-                let op = match r.u8()? {
-                    OP_POST => Op::Post(r.bytes()?.to_vec()),
-                    OP_GET => Op::Get,
-                    OP_DELETE => Op::Delete {
-                        code: r.u16()?,
-                        reason: r.string()?,
-                    },
-                    OP_SUBSCRIBE => Op::Subscribe(r.string()?),
-                    OP_UNSUBSCRIBE => Op::Unsubscribe(r.string()?),
-                    OP_POST_MANY => {
-                        let n = r.u32()? as usize;
-                        if n > MAX_POST_MANY {
-                            return Err(WireError::Malformed("item count"));
-                        }
-                        let mut items = Vec::with_capacity(n.min(1024));
-                        for _ in 0..n {
-                            let c = r.conn()?;
-                            items.push((c, r.bytes()?.to_vec()));
-                        }
-                        Op::PostMany(items)
-                    }
-                    value => return Err(WireError::Unknown { what: "op", value }),
-                };
-                Msg::Request {
-                    req_id,
-                    reply_to,
-                    conn,
-                    op,
-                }
-            }
-            KIND_REPLY => Msg::Reply {
+            KIND_REQUEST => Msg::Request {
                 req_id: r.u64()?,
-                status: r.u16()?,
-                body: r.bytes()?.to_vec(),
+                reply_to: r.tag()?,
+                conn: r.conn()?,
+                op: r.op()?,
             },
-            kind @ (KIND_PUBLISH | KIND_BROADCAST) => {
-                let origin = r.tag()?;
-                let exclude = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.conn()?),
-                    _ => return Err(WireError::Malformed("exclude flag")),
+            KIND_REPLY => {
+                let req_id = r.u64()?;
+                let result = match r.u8()? {
+                    OK => Ok(r.outcome()?),
+                    code => Err(r.error(code)?),
                 };
-                let payload = r.bytes()?.to_vec();
-                if kind == KIND_PUBLISH {
-                    Msg::Publish {
-                        origin,
-                        exclude,
-                        payload,
-                    }
-                } else {
-                    Msg::Broadcast {
-                        origin,
-                        exclude,
-                        payload,
-                    }
-                }
+                Msg::Reply { req_id, result }
             }
-            KIND_COUNT => Msg::CountQuery {
+            KIND_PUBLISH => Msg::Publish {
+                origin: r.tag()?,
+                channel: r.string()?,
+                exclude: r.exclude()?,
+                payload: Bytes::copy_from_slice(r.bytes()?),
+            },
+            KIND_BROADCAST => Msg::Broadcast {
+                origin: r.tag()?,
+                exclude: r.exclude()?,
+                payload: Bytes::copy_from_slice(r.bytes()?),
+            },
+            KIND_COUNT_QUERY => Msg::CountQuery {
                 req_id: r.u64()?,
                 reply_to: r.tag()?,
                 channel: r.string()?,
+            },
+            KIND_COUNT => Msg::Count {
+                req_id: r.u64()?,
+                count: r.u64()?,
             },
             value => {
                 return Err(WireError::Unknown {
@@ -313,6 +255,84 @@ impl Msg {
 fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
     w.extend_from_slice(&(b.len() as u32).to_be_bytes());
     w.extend_from_slice(b);
+}
+
+fn put_exclude(w: &mut Vec<u8>, exclude: Option<ConnectionId>) {
+    match exclude {
+        Some(c) => {
+            w.push(1);
+            w.extend_from_slice(&c.to_bytes());
+        }
+        None => w.push(0),
+    }
+}
+
+fn put_op(w: &mut Vec<u8>, op: &ConnOp) {
+    match op {
+        ConnOp::Post(p) => {
+            w.push(OP_POST);
+            put_bytes(w, p);
+        }
+        ConnOp::Get => w.push(OP_GET),
+        ConnOp::Delete { code, reason } => {
+            w.push(OP_DELETE);
+            w.extend_from_slice(&code.to_be_bytes());
+            put_bytes(w, reason.as_bytes());
+        }
+        ConnOp::Subscribe(c) => {
+            w.push(OP_SUBSCRIBE);
+            put_bytes(w, c.as_bytes());
+        }
+        ConnOp::Unsubscribe(c) => {
+            w.push(OP_UNSUBSCRIBE);
+            put_bytes(w, c.as_bytes());
+        }
+        ConnOp::PostMany(items) => {
+            w.push(OP_POST_MANY);
+            w.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            for (c, p) in items {
+                w.extend_from_slice(&c.to_bytes());
+                put_bytes(w, p);
+            }
+        }
+    }
+}
+
+fn put_outcome(w: &mut Vec<u8>, outcome: &OpOutcome) {
+    match outcome {
+        OpOutcome::Done => w.push(OUTCOME_DONE),
+        OpOutcome::Info(info) => {
+            w.push(OUTCOME_INFO);
+            w.extend_from_slice(&info.connected_at_ms.to_be_bytes());
+            w.extend_from_slice(&info.last_active_at_ms.to_be_bytes());
+            put_bytes(w, info.source_ip.as_bytes());
+            match &info.user_agent {
+                Some(ua) => {
+                    w.push(1);
+                    put_bytes(w, ua.as_bytes());
+                }
+                None => w.push(0),
+            }
+        }
+        OpOutcome::Each(results) => {
+            w.push(OUTCOME_EACH);
+            w.extend_from_slice(&(results.len() as u32).to_be_bytes());
+            for r in results {
+                match r {
+                    Ok(()) => w.push(OK),
+                    Err(e) => put_error(w, e),
+                }
+            }
+        }
+    }
+}
+
+fn put_error(w: &mut Vec<u8>, e: &ConnectionError) {
+    let (a, b, text) = e.fields();
+    w.push(e.code());
+    w.extend_from_slice(&a.to_be_bytes());
+    w.extend_from_slice(&b.to_be_bytes());
+    put_bytes(w, text.as_bytes());
 }
 
 struct Reader<'a> {
@@ -348,9 +368,12 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 
+    fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(self.u64()? as i64)
+    }
+
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let b = self.take(4)?;
-        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let len = self.u32()? as usize;
         if len > MAX_FIELD_BYTES {
             return Err(WireError::Malformed("field length"));
         }
@@ -371,74 +394,159 @@ impl<'a> Reader<'a> {
         ConnectionId::from_bytes(self.take(ConnectionId::LEN)?)
             .ok_or(WireError::Malformed("connection id"))
     }
+
+    fn exclude(&mut self) -> Result<Option<ConnectionId>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.conn()?)),
+            _ => Err(WireError::Malformed("exclude flag")),
+        }
+    }
+
+    fn count(&mut self) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > MAX_POST_MANY {
+            return Err(WireError::Malformed("item count"));
+        }
+        Ok(n)
+    }
+
+    fn op(&mut self) -> Result<ConnOp, WireError> {
+        Ok(match self.u8()? {
+            OP_POST => ConnOp::Post(Bytes::copy_from_slice(self.bytes()?)),
+            OP_GET => ConnOp::Get,
+            OP_DELETE => ConnOp::Delete {
+                code: self.u16()?,
+                reason: self.string()?,
+            },
+            OP_SUBSCRIBE => ConnOp::Subscribe(self.string()?),
+            OP_UNSUBSCRIBE => ConnOp::Unsubscribe(self.string()?),
+            OP_POST_MANY => {
+                let n = self.count()?;
+                let mut items = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let c = self.conn()?;
+                    items.push((c, Bytes::copy_from_slice(self.bytes()?)));
+                }
+                ConnOp::PostMany(items)
+            }
+            value => return Err(WireError::Unknown { what: "op", value }),
+        })
+    }
+
+    fn outcome(&mut self) -> Result<OpOutcome, WireError> {
+        Ok(match self.u8()? {
+            OUTCOME_DONE => OpOutcome::Done,
+            OUTCOME_INFO => OpOutcome::Info(ConnectionInfo {
+                connected_at_ms: self.i64()?,
+                last_active_at_ms: self.i64()?,
+                source_ip: self.string()?,
+                user_agent: match self.u8()? {
+                    0 => None,
+                    1 => Some(self.string()?),
+                    _ => return Err(WireError::Malformed("user agent flag")),
+                },
+            }),
+            OUTCOME_EACH => {
+                let n = self.count()?;
+                let mut results = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    results.push(match self.u8()? {
+                        OK => Ok(()),
+                        code => Err(self.error(code)?),
+                    });
+                }
+                OpOutcome::Each(results)
+            }
+            value => {
+                return Err(WireError::Unknown {
+                    what: "outcome",
+                    value,
+                })
+            }
+        })
+    }
+
+    fn error(&mut self, code: u8) -> Result<ConnectionError, WireError> {
+        let (a, b, text) = (self.u64()?, self.u64()?, self.string()?);
+        ConnectionError::from_parts(code, a, b, text).ok_or(WireError::Unknown {
+            what: "error",
+            value: code,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::id::InvalidConnectionId;
 
     fn samples() -> Vec<Msg> {
         let tag = NodeTag::of("a");
         let conn = ConnectionId::generate(NodeTag::of("b")).expect("rng");
+        let request = |req_id, op| Msg::Request {
+            req_id,
+            reply_to: tag,
+            conn,
+            op,
+        };
+        let reply = |req_id, result| Msg::Reply { req_id, result };
         vec![
-            Msg::Request {
-                req_id: 7,
-                reply_to: tag,
-                conn,
-                op: Op::Post(b"hello".to_vec()),
-            },
-            Msg::Request {
-                req_id: 8,
-                reply_to: tag,
-                conn,
-                op: Op::Get,
-            },
-            Msg::Request {
-                req_id: 9,
-                reply_to: tag,
-                conn,
-                op: Op::Delete {
+            request(7, ConnOp::Post(Bytes::from_static(b"hello"))),
+            request(8, ConnOp::Get),
+            request(
+                9,
+                ConnOp::Delete {
                     code: 4000,
                     reason: "bye".into(),
                 },
-            },
-            Msg::Request {
-                req_id: 10,
-                reply_to: tag,
-                conn,
-                op: Op::Subscribe("room:1".into()),
-            },
-            Msg::Request {
-                req_id: 11,
-                reply_to: tag,
-                conn,
-                op: Op::Unsubscribe("room:1".into()),
-            },
-            Msg::Request {
-                req_id: 13,
-                reply_to: tag,
-                conn,
-                op: Op::PostMany(vec![(conn, b"a".to_vec()), (conn, vec![])]),
-            },
-            Msg::Reply {
-                req_id: 7,
-                status: 410,
-                body: b"gone".to_vec(),
-            },
+            ),
+            request(10, ConnOp::Subscribe("room:1".into())),
+            request(11, ConnOp::Unsubscribe("room:1".into())),
+            request(
+                13,
+                ConnOp::PostMany(vec![(conn, Bytes::from_static(b"a")), (conn, Bytes::new())]),
+            ),
+            reply(7, Ok(OpOutcome::Done)),
+            reply(7, Err(ConnectionError::Gone)),
+            reply(7, Err(ConnectionError::InvalidChannel("bad name".into()))),
+            reply(7, Err(ConnectionError::PayloadTooLarge { size: 9, max: 8 })),
+            reply(
+                8,
+                Ok(OpOutcome::Info(ConnectionInfo {
+                    connected_at_ms: 1,
+                    last_active_at_ms: -2,
+                    source_ip: "127.0.0.1".into(),
+                    user_agent: Some("ua".into()),
+                })),
+            ),
+            reply(
+                13,
+                Ok(OpOutcome::Each(vec![
+                    Ok(()),
+                    Err(ConnectionError::LimitExceeded),
+                    Err(ConnectionError::BadId(InvalidConnectionId("x".into()))),
+                ])),
+            ),
             Msg::Publish {
                 origin: tag,
+                channel: "news".into(),
                 exclude: Some(conn),
-                payload: vec![0, 255],
+                payload: Bytes::from_static(&[0, 255]),
             },
             Msg::Broadcast {
                 origin: tag,
                 exclude: None,
-                payload: b"all".to_vec(),
+                payload: Bytes::from_static(b"all"),
             },
             Msg::CountQuery {
                 req_id: 12,
                 reply_to: tag,
                 channel: "news".into(),
+            },
+            Msg::Count {
+                req_id: 12,
+                count: 42,
             },
         ]
     }
@@ -453,10 +561,10 @@ mod tests {
     #[test]
     fn is_compact() {
         let tag = NodeTag::of("a");
-        let m = Msg::Publish {
+        let m = Msg::Broadcast {
             origin: tag,
             exclude: None,
-            payload: vec![b'x'; 100],
+            payload: Bytes::from(vec![b'x'; 100]),
         };
         // version, kind, tag, flag, length, payload.
         assert_eq!(m.encode().len(), 1 + 1 + 5 + 1 + 4 + 100);
@@ -465,10 +573,20 @@ mod tests {
     #[test]
     fn garbage_is_an_error_never_a_panic() {
         assert!(matches!(Msg::decode(&[]), Err(WireError::Truncated)));
-        assert!(matches!(Msg::decode(&[2, 1]), Err(WireError::Version(2))));
+        assert!(matches!(Msg::decode(&[1, 1]), Err(WireError::Version(1))));
         assert!(matches!(
-            Msg::decode(&[1, 99]),
+            Msg::decode(&[VERSION, 99]),
             Err(WireError::Unknown { what: "kind", .. })
+        ));
+        // An error code this node does not know.
+        let mut unknown = vec![VERSION, KIND_REPLY];
+        unknown.extend_from_slice(&0u64.to_be_bytes());
+        unknown.push(200);
+        unknown.extend_from_slice(&[0; 16]);
+        unknown.extend_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(
+            Msg::decode(&unknown),
+            Err(WireError::Unknown { what: "error", .. })
         ));
         for m in samples() {
             let bytes = m.encode();
@@ -481,9 +599,8 @@ mod tests {
             assert!(matches!(Msg::decode(&longer), Err(WireError::Trailing(1))));
         }
         // Huge declared lengths do not allocate.
-        let mut evil = vec![1, KIND_REPLY];
-        evil.extend_from_slice(&0u64.to_be_bytes());
-        evil.extend_from_slice(&200u16.to_be_bytes());
+        let mut evil = vec![VERSION, KIND_PUBLISH];
+        evil.extend_from_slice(&NodeTag::of("a").to_bytes());
         evil.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(Msg::decode(&evil).is_err());
         // Pseudo-random bytes.

@@ -1,6 +1,6 @@
 //! The event a backend receives: AWS's Lambda-proxy event for WebSocket APIs, field for field.
 //!
-//! Presence rules follow the AWS captures (see `reference/aws-websocket-api.md` §3):
+//! Presence rules follow AWS's captured events (the AWS WebSocket API reference, §3):
 //! `messageId` and `body` only on MESSAGE; client `headers` and query parameters only on
 //! CONNECT; AWS's fixed header set on DISCONNECT; `disconnectStatusCode`/`disconnectReason`
 //! only on DISCONNECT; `connectedAt` and `requestTimeEpoch` always, as numbers;
@@ -10,6 +10,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+use crate::config::ApiConfig;
+use crate::conn::connection::Connection;
 
 /// What every event of one connection shares.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +70,43 @@ pub enum EventKind<'a> {
         /// Close reason.
         reason: &'a str,
     },
+}
+
+impl EventKind<'_> {
+    /// The route key the event is for.
+    pub fn route_key(&self) -> &str {
+        match self {
+            EventKind::Connect { .. } => "$connect",
+            EventKind::Message { route_key, .. } => route_key,
+            EventKind::Disconnect { .. } => "$disconnect",
+        }
+    }
+
+    /// `requestContext.eventType`: `CONNECT`, `MESSAGE` or `DISCONNECT`.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            EventKind::Connect { .. } => "CONNECT",
+            EventKind::Message { .. } => "MESSAGE",
+            EventKind::Disconnect { .. } => "DISCONNECT",
+        }
+    }
+}
+
+impl<'a> EventSource<'a> {
+    /// What every event of `conn` shares; `source_ip` is its address as text (the caller keeps
+    /// the string).
+    pub fn of(conn: &'a Connection, api: &'a ApiConfig, source_ip: &'a str) -> Self {
+        EventSource {
+            stage: &api.stage,
+            api_id: &api.api_id,
+            domain_name: &conn.domain_name,
+            connection_id: &conn.id_text,
+            connected_at_ms: conn.connected_at_ms,
+            source_ip,
+            user_agent: conn.user_agent.as_deref(),
+            authorizer: conn.authorizer.as_deref(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -132,11 +172,7 @@ pub fn build_event(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> Vec<u8> {
-    let (route_key, event_type) = match kind {
-        EventKind::Connect { .. } => ("$connect", "CONNECT"),
-        EventKind::Message { route_key, .. } => (*route_key, "MESSAGE"),
-        EventKind::Disconnect { .. } => ("$disconnect", "DISCONNECT"),
-    };
+    let (route_key, event_type) = (kind.route_key(), kind.event_type());
     let mut event = Event {
         headers: None,
         multi_value_headers: None,

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::id::ConnectionId;
-use crate::outbox::Outbox;
+use crate::conn::id::ConnectionId;
+use crate::conn::outbox::Outbox;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -59,25 +59,6 @@ impl Connection {
         }
     }
 
-    /// What every event of this connection shares. `source_ip` is its address as text (the
-    /// caller keeps the string).
-    pub fn event_source<'a>(
-        &'a self,
-        api: &'a crate::config::ApiConfig,
-        source_ip: &'a str,
-    ) -> crate::event::EventSource<'a> {
-        crate::event::EventSource {
-            stage: &api.stage,
-            api_id: &api.api_id,
-            domain_name: &self.domain_name,
-            connection_id: &self.id_text,
-            connected_at_ms: self.connected_at_ms,
-            source_ip,
-            user_agent: self.user_agent.as_deref(),
-            authorizer: self.authorizer.as_deref(),
-        }
-    }
-
     /// Records activity now.
     pub fn touch(&self, now_ms: i64) {
         self.last_active_ms.store(now_ms, Ordering::Relaxed);
@@ -88,13 +69,31 @@ impl Connection {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Channels this connection is subscribed to.
-    pub fn channel_names(&self) -> Vec<String> {
-        self.channels_lock().iter().map(|c| c.to_string()).collect()
-    }
-
     /// Last activity, ms since the epoch.
     pub fn last_active_ms(&self) -> i64 {
         self.last_active_ms.load(Ordering::Relaxed)
     }
+
+    /// What GetConnection answers about it now.
+    pub fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            connected_at_ms: self.connected_at_ms,
+            last_active_at_ms: self.last_active_ms(),
+            source_ip: self.source_ip.to_string(),
+            user_agent: self.user_agent.as_deref().map(str::to_string),
+        }
+    }
+}
+
+/// What GetConnection returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// ms since the epoch.
+    pub connected_at_ms: i64,
+    /// ms since the epoch.
+    pub last_active_at_ms: i64,
+    /// Client address.
+    pub source_ip: String,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
 }

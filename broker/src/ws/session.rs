@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -31,20 +30,21 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::broker::{deliver, Shared};
-use crate::close;
-use crate::connection::Connection;
-use crate::dispatch::{self, Inbound};
-use crate::frame;
-use crate::gateway_frame;
-use crate::integration::Integration;
-use crate::route::{select_route, RouteChoice};
-use crate::socket::{SharedSocket, SEND_FLAGS};
+use crate::conn::close;
+use crate::conn::connection::Connection;
+use crate::conn::frame;
+use crate::conn::transport::{write_frames, Transport};
+use crate::fanout::deliver;
+use crate::integration::dispatch::{self, Inbound};
+use crate::selection::{select_route, RouteChoice};
+use crate::state::NodeState;
+use crate::ws::meter::{Metered, TooManyFragments};
 
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(crate) type Ws = WebSocketStream<SharedSocket>;
+/// A connection's WebSocket stream over transport `T`, its reads metered.
+pub(crate) type Ws<T> = WebSocketStream<Metered<T>>;
 
 /// How a session ended: what `$disconnect` reports.
 pub(crate) struct Ended {
@@ -58,7 +58,7 @@ pub(crate) struct Ended {
 }
 
 struct Session {
-    shared: Arc<Shared>,
+    state: Arc<NodeState>,
     conn: Arc<Connection>,
     dispatcher: Option<(mpsc::Sender<Inbound>, JoinHandle<()>)>,
     /// A message waiting for room in the dispatcher's queue; reading pauses meanwhile.
@@ -86,12 +86,16 @@ enum Step {
 }
 
 /// Runs the session to its end.
-pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<Ws>) -> Ended {
+pub(crate) async fn run<T: Transport>(
+    state: Arc<NodeState>,
+    conn: Arc<Connection>,
+    mut ws: Box<Ws<T>>,
+) -> Ended {
     let now = Instant::now();
-    let limits = &shared.config.limits;
+    let limits = &state.config.limits;
     let mut s = Session {
         max_deadline: now + Duration::from_secs(limits.max_connection_secs),
-        shared: Arc::clone(&shared),
+        state: Arc::clone(&state),
         conn,
         dispatcher: None,
         pending: None,
@@ -113,14 +117,17 @@ pub(crate) async fn run(shared: Arc<Shared>, conn: Arc<Connection>, mut ws: Box<
 }
 
 impl Session {
-    async fn drive(&mut self, ws: &mut Ws) -> (u16, String, &'static str) {
+    async fn drive<T: Transport>(&mut self, ws: &mut Ws<T>) -> (u16, String, &'static str) {
         let mut batch: Vec<Bytes> = Vec::new();
-        self.conn.outbox.attach(Arc::clone(ws.get_ref().stream()));
+        // Write-through needs a raw socket (plain TCP); over other transports fan-outs queue.
+        if let Some(socket) = ws.get_ref().get_ref().raw_socket() {
+            self.conn.outbox.attach(Arc::clone(socket));
+        }
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
             // Draining reaches this task as a close request in its outbox (see
-            // `Broker::shutdown`): no shared cancellation future is polled per message.
+            // `Broker::shutdown`): no state cancellation future is polled per message.
             let step = tokio::select! {
                 biased;
                 _ = self.conn.outbox.wait() => {
@@ -135,7 +142,7 @@ impl Session {
                     }
                     match drained.close {
                         Some(c) if c.code == close::SLOW_CONSUMER => {
-                            self.shared.metrics.outbound_dropped_total
+                            self.state.metrics.outbound_dropped_total
                                 .with_label_values(&["slow_consumer"]).inc();
                             tracing::warn!(connection_id = %self.conn.id_text, "slow consumer: disconnecting");
                             return Box::pin(self.close_with(ws, c.code, c.reason, "slow_consumer")).await;
@@ -183,7 +190,11 @@ impl Session {
         }
     }
 
-    async fn finish(&mut self, ws: &mut Ws, step: Step) -> (u16, String, &'static str) {
+    async fn finish<T: Transport>(
+        &mut self,
+        ws: &mut Ws<T>,
+        step: Step,
+    ) -> (u16, String, &'static str) {
         self.conn.outbox.hold();
         match step {
             Step::End(code, reason, label) => (code, reason, label),
@@ -195,7 +206,7 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Instant {
-        let limits = &self.shared.config.limits;
+        let limits = &self.state.config.limits;
         let mut next = self
             .max_deadline
             .min(self.last_data + Duration::from_secs(limits.idle_timeout_secs));
@@ -209,7 +220,7 @@ impl Session {
     }
 
     /// Flushes what tungstenite owes the peer (the answer to its close frame), briefly.
-    async fn answer_close(&mut self, ws: &mut Ws) {
+    async fn answer_close<T: Transport>(&mut self, ws: &mut Ws<T>) {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             if self.take_socket(ws).await.is_ok() {
                 let _ = ws.flush().await;
@@ -220,17 +231,17 @@ impl Session {
 
     /// Holds the socket for a write of tungstenite's own (a ping, a pong, a close), first
     /// finishing a frame a write-through left half-written, so the byte stream stays whole.
-    async fn take_socket(&mut self, ws: &mut Ws) -> std::io::Result<()> {
+    async fn take_socket<T: Transport>(&mut self, ws: &mut Ws<T>) -> std::io::Result<()> {
         if let Some(rest) = self.conn.outbox.hold_for_write() {
-            write_all_frames(ws.get_ref().stream(), &mut [rest]).await?;
+            write_frames(ws.get_mut().get_mut(), &mut [rest]).await?;
         }
         Ok(())
     }
 
     /// Checks every deadline against the clock; the timer may fire early (it is reset lazily).
-    async fn on_timer(&mut self, ws: &mut Ws) -> Step {
+    async fn on_timer<T: Transport>(&mut self, ws: &mut Ws<T>) -> Step {
         let now = Instant::now();
-        let limits = &self.shared.config.limits;
+        let limits = &self.state.config.limits;
         if self.read_paused_until.is_some_and(|until| now >= until) {
             self.read_paused_until = None;
         }
@@ -279,21 +290,21 @@ impl Session {
     /// Writes encoded frames straight to the socket in as few `sendmsg` calls as possible,
     /// after anything tungstenite itself queued (pongs), so the byte stream stays in order —
     /// except the rest of a partly written frame (`partial_first`), which goes before all.
-    async fn write_batch(
+    async fn write_batch<T: Transport>(
         &mut self,
-        ws: &mut Ws,
+        ws: &mut Ws<T>,
         batch: &mut Vec<Bytes>,
         partial_first: bool,
     ) -> Result<(), Step> {
-        let write_timeout = Duration::from_secs(self.shared.config.limits.write_timeout_secs);
+        let write_timeout = Duration::from_secs(self.state.config.limits.write_timeout_secs);
         let flush_pong = std::mem::take(&mut self.pong_pending);
         let written = tokio::time::timeout(write_timeout, async {
             let (partial, rest) = batch.split_at_mut(usize::from(partial_first));
-            write_all_frames(ws.get_ref().stream(), partial).await?;
+            write_frames(ws.get_mut().get_mut(), partial).await?;
             if flush_pong {
                 ws.flush().await.map_err(std::io::Error::other)?;
             }
-            write_all_frames(ws.get_ref().stream(), rest).await
+            write_frames(ws.get_mut().get_mut(), rest).await
         })
         .await;
         batch.clear();
@@ -313,7 +324,7 @@ impl Session {
                 "error",
             )),
             Err(_) => {
-                self.shared
+                self.state
                     .metrics
                     .outbound_dropped_total
                     .with_label_values(&["write_timeout"])
@@ -328,9 +339,9 @@ impl Session {
     }
 
     /// Sends a close frame, waits briefly for the peer's answer, and reports `code`/`reason`.
-    async fn close_with(
+    async fn close_with<T: Transport>(
         &mut self,
-        ws: &mut Ws,
+        ws: &mut Ws<T>,
         code: u16,
         reason: String,
         label: &'static str,
@@ -377,7 +388,7 @@ impl Session {
             }
             Message::Binary(data) => {
                 self.last_data = now;
-                if self.shared.config.limits.reject_binary_frames {
+                if self.state.config.limits.reject_binary_frames {
                     return Step::Close(
                         close::UNSUPPORTED_DATA,
                         "Binary frames are not supported",
@@ -411,7 +422,7 @@ impl Session {
     /// Past twice the limit, reading pauses until the window ends (TCP pushes back), so a
     /// flood of frames costs no CPU.
     fn count_frames(&mut self, now: Instant, frames: u32) -> bool {
-        let limit = self.shared.config.limits.inbound_messages_per_sec;
+        let limit = self.state.config.limits.inbound_messages_per_sec;
         if limit == 0 {
             return false;
         }
@@ -431,7 +442,7 @@ impl Session {
         if let WsError::Io(io) = &e {
             if io
                 .get_ref()
-                .is_some_and(|inner| inner.is::<crate::socket::TooManyFragments>())
+                .is_some_and(|inner| inner.is::<TooManyFragments>())
             {
                 return Step::Close(close::MESSAGE_TOO_BIG, "Too many fragments", "too_big");
             }
@@ -476,120 +487,65 @@ impl Session {
     /// A data message: rate limit, route, then answer inline (mock, Forbidden) or hand to the
     /// dispatcher (http).
     fn on_data(&mut self, text: Option<&str>, message: Message, over_rate: bool) -> Step {
-        let shared = Arc::clone(&self.shared);
+        let state = Arc::clone(&self.state);
         self.conn.touch(Utc::now().timestamp_millis());
         {
             if over_rate {
-                shared
+                state
                     .metrics
                     .messages_received_total
                     .with_label_values(&["rate_limited"])
                     .inc();
-                let frame = gateway_frame::error("Too many requests", &self.conn.id_text);
-                let _ = deliver(&shared, &self.conn, frame, "gateway");
+                let frame = frame::gateway_error("Too many requests", &self.conn.id_text);
+                let _ = deliver(&state, &self.conn, frame, "gateway");
                 return Step::Continue;
             }
         }
-        let choice = select_route(&shared.config.api.route_selection_expression, text, |k| {
-            shared.integrations.has_route(k)
+        let choice = select_route(&state.config.api.route_selection_expression, text, |k| {
+            state.routes.has(k)
         });
         let route_key = match choice {
             RouteChoice::Forbidden => {
-                shared
+                state
                     .metrics
                     .messages_received_total
                     .with_label_values(&["forbidden"])
                     .inc();
-                let frame = gateway_frame::error("Forbidden", &self.conn.id_text);
-                let _ = deliver(&shared, &self.conn, frame, "gateway");
+                let frame = frame::gateway_error("Forbidden", &self.conn.id_text);
+                let _ = deliver(&state, &self.conn, frame, "gateway");
                 return Step::Continue;
             }
             RouteChoice::Route(key) => key,
         };
-        shared
+        state
             .metrics
             .messages_received_total
             .with_label_values(&[&route_key])
             .inc();
-        let Some(route) = shared.integrations.route(&route_key) else {
+        let Some(route) = state.routes.get(&route_key) else {
             return Step::Continue;
         };
-        match &route.integration {
-            Integration::Mock { response } => {
-                let reply = match (response, &message) {
-                    (Some(fixed), _) => frame::text_or_binary(fixed),
-                    (None, Message::Binary(data)) => frame::encode(frame::OPCODE_BINARY, data),
-                    (None, _) => frame::encode(frame::OPCODE_TEXT, &message.into_data()),
-                };
-                let _ = deliver(&shared, &self.conn, reply, "route");
+        if let Some(reply) = route.integration.answer_now(&message) {
+            let _ = deliver(&state, &self.conn, reply, "route");
+            return Step::Continue;
+        }
+        let inbound = Inbound {
+            route: route.clone(),
+            message,
+        };
+        let tx = match &self.dispatcher {
+            Some((tx, _)) => tx.clone(),
+            None => {
+                let (tx, handle) = dispatch::spawn(Arc::clone(&state), Arc::clone(&self.conn));
+                self.dispatcher = Some((tx.clone(), handle));
+                tx
             }
-            Integration::Http { .. } => {
-                let inbound = Inbound {
-                    route: route.clone(),
-                    message,
-                };
-                let tx = match &self.dispatcher {
-                    Some((tx, _)) => tx.clone(),
-                    None => {
-                        let (tx, handle) =
-                            dispatch::spawn(Arc::clone(&shared), Arc::clone(&self.conn));
-                        self.dispatcher = Some((tx.clone(), handle));
-                        tx
-                    }
-                };
-                if let Err(mpsc::error::TrySendError::Full(inbound)) = tx.try_send(inbound) {
-                    self.pending = Some(inbound);
-                }
-            }
+        };
+        if let Err(mpsc::error::TrySendError::Full(inbound)) = tx.try_send(inbound) {
+            self.pending = Some(inbound);
         }
         Step::Continue
     }
-}
-
-/// Writes every frame, gathering up to 64 per `sendmsg`.
-///
-/// `sendmsg` rather than `writev`: on a socket it skips the VFS write path (file position
-/// lock, fsnotify), which measurably cut the kernel's cost per delivery in sparse fan-outs,
-/// where every message is its own system call.
-async fn write_all_frames(stream: &TcpStream, frames: &mut [Bytes]) -> std::io::Result<()> {
-    use bytes::Buf as _;
-    use std::io::IoSlice;
-    use tokio::io::Interest;
-    const MAX_SLICES: usize = 64;
-    let mut first = 0;
-    while first < frames.len() {
-        let end = (first + MAX_SLICES).min(frames.len());
-        let mut written = loop {
-            let sent = stream.try_io(Interest::WRITABLE, || {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                for (slot, f) in slices.iter_mut().zip(&frames[first..end]) {
-                    *slot = IoSlice::new(f);
-                }
-                socket2::SockRef::from(stream)
-                    .send_vectored_with_flags(&slices[..end - first], SEND_FLAGS)
-            });
-            match sent {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        };
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let f = &mut frames[first];
-            if written >= f.len() {
-                written -= f.len();
-                first += 1;
-            } else {
-                f.advance(written);
-                written = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Waits until the dispatcher's queue has room (or is closed); never resolves without one.
@@ -602,32 +558,62 @@ async fn has_room(tx: Option<&mpsc::Sender<Inbound>>) {
 
 #[cfg(test)]
 mod tests {
+    //! The session's state machine over an in-memory duplex: no sockets, time paused where a
+    //! timer is the subject.
     use super::*;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use crate::config::{Config, SlowConsumerPolicy};
+    use crate::conn::id::ConnectionId;
+    use crate::conn::outbox::PushOutcome;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    /// A session over a real loopback socket, and the client's raw end.
-    async fn session() -> (Session, Box<Ws>, TcpStream) {
-        let broker = crate::Broker::new(crate::Config::default()).expect("broker");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, peer) = listener.accept().await.expect("accept");
-        let id = crate::id::ConnectionId::generate(broker.shared.node_tag).expect("rng");
-        let conn = Arc::new(Connection::new(id, 0, peer.ip(), None, "h".into(), None));
+    const MASK: [u8; 4] = [1, 2, 3, 4];
+
+    /// A masked client frame (payloads under 126 bytes).
+    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut f = vec![
+            (if fin { 0x80 } else { 0 }) | opcode,
+            0x80 | payload.len() as u8,
+        ];
+        f.extend_from_slice(&MASK);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        f
+    }
+
+    /// The built-in config (an echo `$default` route) with `change` applied.
+    fn config(change: impl FnOnce(&mut crate::config::LimitsConfig)) -> Config {
+        let mut c = Config::embedded_default();
+        change(&mut c.limits);
+        c
+    }
+
+    fn connection(state: &NodeState) -> Arc<Connection> {
+        let id = ConnectionId::generate(state.node_tag).expect("rng");
+        Arc::new(Connection::new(
+            id,
+            0,
+            "127.0.0.1".parse().expect("ip"),
+            None,
+            "h".into(),
+            None,
+        ))
+    }
+
+    /// A session's parts over a duplex, and the client's raw end.
+    async fn parts(config: Config) -> (Session, Box<Ws<DuplexStream>>, DuplexStream) {
+        let state = crate::test_state(config);
+        let (server, client) = tokio::io::duplex(1 << 16);
+        let conn = connection(&state);
         let ws = WebSocketStream::from_raw_socket(
-            SharedSocket::new(server, 1024),
+            Metered::new(server, state.config.limits.max_fragments_per_message),
             Role::Server,
-            Some(broker.shared.ws_config),
+            Some(state.ws_config),
         )
         .await;
-        conn.outbox.attach(Arc::clone(ws.get_ref().stream()));
         let now = Instant::now();
         let s = Session {
-            shared: Arc::clone(&broker.shared),
+            state,
             conn,
             dispatcher: None,
             pending: None,
@@ -643,14 +629,44 @@ mod tests {
         (s, Box::new(ws), client)
     }
 
+    /// Runs a whole session over a duplex; the client's end and the session's task.
+    async fn running(config: Config) -> (Arc<Connection>, DuplexStream, JoinHandle<Ended>) {
+        let state = crate::test_state(config);
+        let (server, client) = tokio::io::duplex(1 << 16);
+        let conn = connection(&state);
+        state.registry.insert(Arc::clone(&conn));
+        let ws = WebSocketStream::from_raw_socket(
+            Metered::new(server, state.config.limits.max_fragments_per_message),
+            Role::Server,
+            Some(state.ws_config),
+        )
+        .await;
+        let task = tokio::spawn(run(state, Arc::clone(&conn), Box::new(ws)));
+        (conn, client, task)
+    }
+
+    /// Reads one server frame (unmasked, payload under 126 bytes): opcode and payload.
+    async fn server_frame(client: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.expect("frame head");
+        assert!(head[1] < 126, "short frames only");
+        let mut payload = vec![0u8; head[1] as usize];
+        client.read_exact(&mut payload).await.expect("payload");
+        (head[0] & 0x0f, payload)
+    }
+
+    fn close_code(payload: &[u8]) -> u16 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    }
+
     /// The rest of a frame a write-through left half-written goes before the pong tungstenite
     /// owes, and before the session's own frames: the byte stream stays whole.
     #[tokio::test]
     async fn a_partly_written_frame_is_finished_before_the_pong() {
-        let (mut s, mut ws, mut client) = session().await;
+        let (mut s, mut ws, mut client) = parts(Config::default()).await;
         // The client pings (a masked, empty ping frame); tungstenite now owes a pong.
         client
-            .write_all(&[0x89, 0x80, 1, 2, 3, 4])
+            .write_all(&client_frame(0x9, true, b""))
             .await
             .expect("ping");
         let message = ws.next().await;
@@ -660,12 +676,10 @@ mod tests {
         let frame = frame::text("hello");
         s.conn.outbox.set_partial(frame.slice(3..));
         assert_eq!(
-            s.conn.outbox.push(
-                frame::text("next"),
-                1 << 20,
-                crate::config::SlowConsumerPolicy::Drop
-            ),
-            crate::outbox::PushOutcome::Queued
+            s.conn
+                .outbox
+                .push(frame::text("next"), 1 << 20, SlowConsumerPolicy::Drop),
+            PushOutcome::Queued
         );
         let mut batch = Vec::new();
         let drained = s.conn.outbox.drain(&mut batch);
@@ -687,7 +701,7 @@ mod tests {
     /// Before tungstenite writes a ping of its own, the rest of a half-written frame leaves.
     #[tokio::test]
     async fn a_partly_written_frame_is_finished_before_a_ping() {
-        let (mut s, mut ws, mut client) = session().await;
+        let (mut s, mut ws, mut client) = parts(Config::default()).await;
         let frame = frame::text("hello");
         s.conn.outbox.set_partial(frame.slice(2..));
         s.last_ping = Instant::now() - Duration::from_secs(3600);
@@ -701,5 +715,85 @@ mod tests {
         let mut want = frame[2..].to_vec();
         want.extend_from_slice(&[0x89, 0x00]);
         assert_eq!(got, want);
+    }
+
+    /// The default `$default` route (mock echo) answers a text message on the same session.
+    #[tokio::test]
+    async fn a_message_to_the_echo_route_comes_back() {
+        let (_conn, mut client, _task) = running(Config::embedded_default()).await;
+        client
+            .write_all(&client_frame(0x1, true, b"hello"))
+            .await
+            .expect("send");
+        assert_eq!(server_frame(&mut client).await, (0x1, b"hello".to_vec()));
+    }
+
+    /// A push queued in the outbox reaches the client; a close request closes with its code.
+    #[tokio::test]
+    async fn pushes_and_close_requests_reach_the_client() {
+        let (conn, mut client, task) = running(Config::default()).await;
+        assert_eq!(
+            conn.outbox
+                .push(frame::text("pushed"), 1 << 20, SlowConsumerPolicy::Drop),
+            PushOutcome::Queued
+        );
+        assert_eq!(server_frame(&mut client).await, (0x1, b"pushed".to_vec()));
+        assert!(conn.outbox.request_close(4000, "bye"));
+        let (op, payload) = server_frame(&mut client).await;
+        assert_eq!((op, close_code(&payload)), (0x8, 4000));
+        assert_eq!(&payload[2..], b"bye");
+        // The client answers the close; the session ends with the code it sent.
+        client
+            .write_all(&client_frame(0x8, true, &[0x0f, 0xa0]))
+            .await
+            .expect("close");
+        let ended = task.await.expect("session");
+        assert_eq!(ended.code, 4000);
+    }
+
+    /// A connection with no data frames for `idle_timeout_secs` is closed with 1001.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed() {
+        let (_conn, mut client, task) = running(config(|l| {
+            l.idle_timeout_secs = 5;
+            l.ping_interval_secs = 0;
+        }))
+        .await;
+        let (op, payload) = server_frame(&mut client).await;
+        assert_eq!((op, close_code(&payload)), (0x8, 1001));
+        drop(client);
+        let ended = task.await.expect("session");
+        assert_eq!(ended.label, "idle");
+    }
+
+    /// A client over its message rate gets a "Too many requests" error frame, not an echo.
+    #[tokio::test]
+    async fn the_rate_limit_answers_with_an_error_frame() {
+        let (_conn, mut client, _task) = running(config(|l| l.inbound_messages_per_sec = 1)).await;
+        for _ in 0..2 {
+            client
+                .write_all(&client_frame(0x1, true, b"x"))
+                .await
+                .expect("send");
+        }
+        assert_eq!(server_frame(&mut client).await, (0x1, b"x".to_vec()));
+        let (op, payload) = server_frame(&mut client).await;
+        assert_eq!(op, 0x1);
+        let error: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(error["message"], "Too many requests");
+    }
+
+    /// A message in more fragments than allowed closes the connection with 1009.
+    #[tokio::test]
+    async fn too_many_fragments_close_with_1009() {
+        let (_conn, mut client, task) = running(config(|l| l.max_fragments_per_message = 2)).await;
+        let mut frames = client_frame(0x1, false, b"a");
+        frames.extend(client_frame(0x0, false, b"b"));
+        frames.extend(client_frame(0x0, true, b"c"));
+        client.write_all(&frames).await.expect("send");
+        let (op, payload) = server_frame(&mut client).await;
+        assert_eq!((op, close_code(&payload)), (0x8, 1009));
+        drop(client);
+        assert_eq!(task.await.expect("session").code, 1009);
     }
 }

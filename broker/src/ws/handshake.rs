@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Largest upgrade request accepted (request line plus headers).
@@ -90,8 +89,8 @@ impl HandshakeError {
 }
 
 /// Reads and validates an upgrade request. Returns it with any bytes read past its end.
-pub async fn read_request(
-    stream: &mut TcpStream,
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
     stage: &str,
     timeout: Duration,
 ) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
@@ -100,8 +99,8 @@ pub async fn read_request(
         .unwrap_or(Err(HandshakeError::Timeout))
 }
 
-async fn read_request_inner(
-    stream: &mut TcpStream,
+async fn read_request_inner<S: AsyncRead + Unpin>(
+    stream: &mut S,
     stage: &str,
 ) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
@@ -200,8 +199,8 @@ fn is_valid_key(key: &str) -> bool {
 }
 
 /// Writes the 101 response that completes the upgrade.
-pub async fn accept(
-    stream: &mut TcpStream,
+pub async fn accept<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     key: &str,
     subprotocol: Option<&str>,
 ) -> std::io::Result<()> {
@@ -216,11 +215,16 @@ pub async fn accept(
         response.push_str("\r\n");
     }
     response.push_str("\r\n");
-    stream.write_all(response.as_bytes()).await
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await
 }
 
 /// Writes a refusal with `status` and a small JSON body, then shuts the write side.
-pub async fn reject(stream: &mut TcpStream, status: u16, message: &str) -> std::io::Result<()> {
+pub async fn reject<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    message: &str,
+) -> std::io::Result<()> {
     let body = serde_json::json!({ "message": message }).to_string();
     let extra = if status == 426 {
         "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"

@@ -1,6 +1,6 @@
 //! A connection's outbound queue: bounded in bytes, never awaited by a producer.
 //!
-//! It holds encoded frames ([`crate::frame`]), so a fan-out queues the same bytes everywhere.
+//! It holds encoded frames ([`crate::conn::frame`]), so a fan-out queues the same bytes everywhere.
 //! Producers (route responses, control-API pushes, publishes) call [`Outbox::push`], which either queues
 //! the message or says why not at once — a publisher never waits on a slow client. The
 //! connection task drains everything queued in one go and writes it with a single flush, so
@@ -8,7 +8,7 @@
 //!
 //! Write-through: [`Outbox::push_or_write`] may instead send the frame straight to the socket
 //! from the caller's thread, with no wake-up of the connection's task — what a quiet fan-out
-//! uses (see [`crate::write_through`]). The byte stream stays whole because a write-through
+//! uses (see [`crate::fanout::write_through`]). The byte stream stays whole because a write-through
 //! happens only under this outbox's lock, only while the queue is empty, and only while the
 //! session is not *holding* the socket: the session holds it (see [`Outbox::hold`]) from the
 //! moment it takes frames to write, or learns that tungstenite may have bytes of its own to
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::SlowConsumerPolicy;
+use crate::conn::close;
 
 /// A request to close the connection, with the code and reason to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +124,7 @@ impl Outbox {
         if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() && s.partial.is_none() {
             if let Some(socket) = &s.socket {
                 match socket2::SockRef::from(&**socket)
-                    .send_with_flags(frame, crate::socket::SEND_FLAGS)
+                    .send_with_flags(frame, crate::conn::transport::SEND_FLAGS)
                 {
                     Ok(n) if n == frame.len() => return PushOutcome::Written,
                     Ok(n) => {
@@ -162,7 +163,7 @@ impl Outbox {
         if s.bytes + size > max_bytes && s.bytes > 0 {
             if policy == SlowConsumerPolicy::Disconnect {
                 s.close = Some(CloseRequest {
-                    code: crate::close::SLOW_CONSUMER,
+                    code: close::SLOW_CONSUMER,
                     reason: "slow consumer".into(),
                 });
                 drop(s);
@@ -314,10 +315,7 @@ mod tests {
         let mut out = Vec::new();
         let drained = o.drain(&mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            drained.close.map(|c| c.code),
-            Some(crate::close::SLOW_CONSUMER)
-        );
+        assert_eq!(drained.close.map(|c| c.code), Some(close::SLOW_CONSUMER));
     }
 
     #[test]
@@ -348,7 +346,9 @@ mod tests {
         let o = Outbox::new();
         let max = 1 << 20;
         let mut queued = 0;
-        while o.push(crate::frame::text(""), max, SlowConsumerPolicy::Drop) == PushOutcome::Queued {
+        while o.push(crate::conn::frame::text(""), max, SlowConsumerPolicy::Drop)
+            == PushOutcome::Queued
+        {
             queued += 1;
         }
         assert_eq!(queued, max / (2 + FRAME_OVERHEAD_BYTES));

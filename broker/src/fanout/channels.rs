@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::connection::Connection;
-use crate::id::ConnectionId;
+use crate::conn::connection::Connection;
+use crate::conn::id::ConnectionId;
 
 /// Longest channel name, bytes.
 pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
@@ -148,7 +148,7 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::NodeTag;
+    use crate::conn::id::NodeTag;
 
     fn conn() -> Arc<Connection> {
         let id = ConnectionId::generate(NodeTag::of("t")).expect("rng");

@@ -5,6 +5,7 @@
 //! The node tag is the first five bytes of SHA-256 of the node id, so any node can tell which
 //! node owns a connection from the id alone.
 
+pub use crate::error::InvalidConnectionId;
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,11 +56,6 @@ impl fmt::Display for NodeTag {
 /// A connection id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionId([u8; RAW_LEN]);
-
-/// Why a text is not a connection id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Invalid connectionId: {0}")]
-pub struct InvalidConnectionId(pub String);
 
 impl ConnectionId {
     /// Length of the raw form.

@@ -18,8 +18,6 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const SLOW_CONSUMER: u16 = 1008;
 /// Frame or message larger than `max_frame_bytes` / `max_message_bytes`.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// Unexpected condition inside the gateway.
-pub const INTERNAL_ERROR: u16 = 1011;
 
 /// True for codes a control-API caller may choose: 1000, or 3000–4999.
 pub fn is_user_code(code: u16) -> bool {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::connection::Connection;
-use crate::id::ConnectionId;
+use crate::conn::connection::Connection;
+use crate::conn::id::ConnectionId;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -39,11 +39,6 @@ impl Registry {
     /// Open connections.
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// True when no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     /// Calls `f` for every open connection (snapshot per shard; no lock held across calls

@@ -1,48 +1,37 @@
-//! A client's TCP socket, shared between its session and the write-through path.
-//!
-//! The session reads and writes the socket through tungstenite as usual; a quiet fan-out may
-//! also send a frame straight to it from the publishing thread (see [`crate::outbox`] for the
-//! rules that keep the byte stream whole). Both hold the same `Arc<TcpStream>`, so the file
-//! descriptor stays open while either still uses it: a write-through never reaches a socket
-//! number that was closed and reused.
+//! Counting the client's frames as their bytes pass to tungstenite: [`Metered`] wraps a
+//! transport's read side with a [`FrameMeter`].
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-/// `send` flags: a vanished peer is an error, never a `SIGPIPE`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) const SEND_FLAGS: libc::c_int = 0;
-
-/// See the module documentation. Implements tokio's `AsyncRead`/`AsyncWrite` with the socket's
-/// own readiness, exactly as `TcpStream` does, through a shared reference. Every byte read
-/// passes a [`FrameMeter`] on its way to tungstenite.
+/// A transport whose reads pass a [`FrameMeter`] (writes pass through untouched).
 #[derive(Debug)]
-pub(crate) struct SharedSocket {
-    stream: Arc<TcpStream>,
+pub(crate) struct Metered<T> {
+    inner: T,
     meter: FrameMeter,
 }
 
-impl SharedSocket {
-    /// Wraps an accepted (already upgraded) socket; messages of more than `max_fragments`
-    /// frames are refused.
-    pub(crate) fn new(stream: TcpStream, max_fragments: u32) -> Self {
-        SharedSocket {
-            stream: Arc::new(stream),
+impl<T> Metered<T> {
+    /// Wraps `inner`; messages of more than `max_fragments` frames are refused.
+    pub(crate) fn new(inner: T, max_fragments: u32) -> Self {
+        Metered {
+            inner,
             meter: FrameMeter::new(max_fragments),
         }
     }
 
-    /// The socket itself, for writes that bypass tungstenite.
-    pub(crate) fn stream(&self) -> &Arc<TcpStream> {
-        &self.stream
+    /// The transport.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The transport, for writes that bypass tungstenite.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
     }
 
     /// How many frames beyond one the next message tungstenite hands out took (its non-final
@@ -52,44 +41,31 @@ impl SharedSocket {
     }
 }
 
-impl AsyncRead for SharedSocket {
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        loop {
-            ready!(this.stream.poll_read_ready(cx))?;
-            match this.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    let start = buf.filled().len();
-                    buf.advance(n);
-                    this.meter.observe(&buf.filled()[start..])?;
-                    return Poll::Ready(Ok(()));
-                }
-                // Readiness was stale; `try_read` cleared it, so the next poll registers.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+        let start = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.meter.observe(&buf.filled()[start..])?;
+                Poll::Ready(Ok(()))
             }
+            other => other,
         }
     }
 }
 
-impl AsyncWrite for SharedSocket {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -97,27 +73,19 @@ impl AsyncWrite for SharedSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_write_ready(cx))?;
-            match self.stream.try_write_vectored(bufs) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.inner.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // TCP sockets hold no user-space buffer.
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -1,10 +1,12 @@
-//! Server-to-client WebSocket data frames, encoded once.
+//! Server-to-client WebSocket data frames, encoded once, and the gateway's own error frames.
 //!
 //! A frame sent by a server is never masked, so its bytes are the same for every recipient: a
 //! fan-out encodes the frame once and hands each recipient a clone of the same [`Bytes`] (a
 //! reference count, no copy). The session writes these bytes straight to the socket.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::conn::id::request_id;
 
 /// Text frame opcode.
 pub const OPCODE_TEXT: u8 = 0x1;
@@ -52,6 +54,24 @@ fn header_len(len: usize) -> usize {
     } else {
         10
     }
+}
+
+/// A gateway error frame in AWS's shape — `{"message": …, "connectionId": …, "requestId": …}`
+/// (`Forbidden`, `Internal server error`, `Too many requests`) — with a fresh request id.
+pub fn gateway_error(message: &str, connection_id: &str) -> Bytes {
+    gateway_error_for(message, connection_id, &request_id())
+}
+
+/// A gateway error frame about the request `request_id` (the id the backend's event carried).
+pub fn gateway_error_for(message: &str, connection_id: &str, request_id: &str) -> Bytes {
+    text(
+        &serde_json::json!({
+            "message": message,
+            "connectionId": connection_id,
+            "requestId": request_id,
+        })
+        .to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::route::SelectionExpression;
+use crate::selection::SelectionExpression;
 
 /// The whole gateway configuration (the TOML keys of the public contract, plus defaults).
 #[derive(Debug, Clone)]
@@ -179,7 +179,7 @@ pub struct ClusterConfig {
     /// This node's id; generated when absent.
     pub node_id: Option<String>,
     /// `mode = "standalone" | "redis-cluster"`.
-    pub mode: crate::cluster::RedisMode,
+    pub mode: RedisMode,
     /// Further seed nodes of a Redis Cluster (`redis_url` is the first).
     pub seed_urls: Vec<String>,
     /// How often the node refreshes its liveness key in Redis, ms.
@@ -191,6 +191,15 @@ pub struct ClusterConfig {
     /// CA certificates (PEM) that `rediss://` servers are verified against; absent: the
     /// system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// Which kind of Redis the nodes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// One Redis server: classic pub/sub.
+    Standalone,
+    /// A Redis Cluster: sharded pub/sub (Redis 7 or later).
+    Cluster,
 }
 
 /// Log output format.
@@ -554,14 +563,14 @@ impl Config {
             redis_url: r.string("redis_url"),
             node_id: r.string("node_id"),
             mode: match r.string("mode").as_deref() {
-                None | Some("standalone") => crate::cluster::RedisMode::Standalone,
-                Some("redis-cluster") => crate::cluster::RedisMode::Cluster,
+                None | Some("standalone") => RedisMode::Standalone,
+                Some("redis-cluster") => RedisMode::Cluster,
                 Some(other) => {
                     r.problem(
                         "mode",
                         format!("must be \"standalone\" or \"redis-cluster\", not {other:?}"),
                     );
-                    crate::cluster::RedisMode::Standalone
+                    RedisMode::Standalone
                 }
             },
             seed_urls: r.string_list("seed_urls"),
@@ -625,7 +634,7 @@ impl Config {
             }
         }
         if cluster.redis_url.is_none()
-            && (cluster.mode == crate::cluster::RedisMode::Cluster || !cluster.seed_urls.is_empty())
+            && (cluster.mode == RedisMode::Cluster || !cluster.seed_urls.is_empty())
         {
             problems.push(ConfigProblem {
                 key: "cluster.redis_url".into(),

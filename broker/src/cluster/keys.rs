@@ -1,0 +1,43 @@
+//! Every Redis key and pub/sub channel name the cluster uses, in one place.
+//!
+//! | name | type | holds |
+//! |---|---|---|
+//! | `gangway:nodes` | hash | node tag → node id, for every member |
+//! | `gangway:node:{tag}` | string with TTL | the node's liveness (refreshed every heartbeat) |
+//! | `gangway:conns:{tag}` | hash | connection id → record, the node's open connections |
+//! | `gangway:reap:{tag}` | string with TTL | the survivor reaping a dead node (SET NX) |
+//! | `gangway:n:{tag}` | channel | the node's inbox: requests to it and answers for it |
+//! | `gangway:c:{channel}` | channel | publishes to a Gangway channel |
+//! | `gangway:all` | channel | broadcasts and subscriber-count queries |
+
+use std::fmt::Display;
+
+/// The member list.
+pub const NODES: &str = "gangway:nodes";
+/// The channel every node listens on.
+pub const ALL: &str = "gangway:all";
+
+/// A node's liveness key (`tag` is a [`crate::conn::id::NodeTag`] or its hex text).
+pub fn node(tag: impl Display) -> String {
+    format!("gangway:node:{tag}")
+}
+
+/// A node's connection records.
+pub fn conns(tag: impl Display) -> String {
+    format!("gangway:conns:{tag}")
+}
+
+/// The reaping lock of a dead node.
+pub fn reap(tag: impl Display) -> String {
+    format!("gangway:reap:{tag}")
+}
+
+/// A node's inbox channel.
+pub fn inbox(tag: impl Display) -> String {
+    format!("gangway:n:{tag}")
+}
+
+/// The Redis channel of a Gangway channel.
+pub fn channel(name: &str) -> String {
+    format!("gangway:c:{name}")
+}

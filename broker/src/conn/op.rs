@@ -1,0 +1,41 @@
+//! Operations on one connection, as the node that owns it runs them — asked by this node's
+//! control API or, through the cluster, by another node's — and what they answer.
+
+use bytes::Bytes;
+
+use crate::conn::connection::ConnectionInfo;
+use crate::conn::id::ConnectionId;
+use crate::error::ConnectionError;
+
+/// An operation on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnOp {
+    /// PostToConnection with the payload.
+    Post(Bytes),
+    /// GetConnection.
+    Get,
+    /// DeleteConnection with a close code and reason.
+    Delete {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Subscribe to a channel.
+    Subscribe(String),
+    /// Unsubscribe from a channel.
+    Unsubscribe(String),
+    /// Several PostToConnection calls for connections of one node, in order (a batch).
+    PostMany(Vec<(ConnectionId, Bytes)>),
+}
+
+/// What a successful operation answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpOutcome {
+    /// Done; nothing to say.
+    Done,
+    /// GetConnection's answer.
+    Info(ConnectionInfo),
+    /// One result per item of a `PostMany`, in order.
+    Each(Vec<Result<(), ConnectionError>>),
+}

@@ -1,0 +1,307 @@
+//! Delivery to this node's connections: one frame to one connection ([`deliver`]), or one frame
+//! to every subscriber of a channel or every connection ([`fan_out`]).
+//!
+//! Invariants:
+//! - a frame is encoded once and every recipient queues the same bytes (a reference count);
+//! - no producer ever waits for a client: a full queue is a drop, counted, and the connection's
+//!   slow-consumer policy applies;
+//! - a fan-out updates its metrics once, not per recipient;
+//! - a quiet, bounded fan-out may write straight to idle sockets (see [`write_through`]), but
+//!   only when the caller allows it (never on a runtime worker, e.g. a fan-out from Redis).
+
+pub mod channels;
+pub mod write_through;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::conn::connection::Connection;
+use crate::conn::frame;
+use crate::conn::id::ConnectionId;
+use crate::conn::outbox::PushOutcome;
+use crate::error::ConnectionError;
+use crate::state::NodeState;
+
+/// What a publish or broadcast did on this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Connections the frame was queued for (or written to).
+    pub recipients: usize,
+    /// Recipients whose send queue was full (slow-consumer policy applied).
+    pub dropped_queue_full: usize,
+    /// Recipients that were closing.
+    pub dropped_closing: usize,
+    /// The message could not be handed to the cluster (Redis unreachable): only this node's
+    /// subscribers got it.
+    pub cluster_failed: bool,
+}
+
+/// Who a fan-out goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// The subscribers of a channel.
+    Channel(&'a str),
+    /// Every connection.
+    Everyone,
+}
+
+/// Queues `data` (encoded once) for this node's `audience` but `exclude`; `source` labels the
+/// metrics; `allow_write_through` lets a quiet, bounded fan-out write to idle sockets itself.
+pub fn fan_out(
+    state: &NodeState,
+    audience: Audience<'_>,
+    data: &[u8],
+    exclude: Option<ConnectionId>,
+    source: &'static str,
+    allow_write_through: bool,
+) -> FanOut {
+    let frame = frame::text_or_binary(data);
+    let count = match audience {
+        Audience::Channel(name) => state.channels.subscriber_count(name),
+        Audience::Everyone => state.registry.len(),
+    };
+    let write_through = allow_write_through && state.write_through.begin(count);
+    let mut fan = FanOutState::new(state, frame, exclude, write_through);
+    if write_through {
+        // Writing takes microseconds per recipient: do it outside the map's shard locks, which
+        // subscribes and new connections (on runtime workers) must not wait for. The list is
+        // bounded by `write_through_max_recipients`.
+        let mut recipients: Vec<Arc<Connection>> = Vec::with_capacity(count);
+        for_each_recipient(state, audience, |c| recipients.push(Arc::clone(c)));
+        for c in &recipients {
+            fan.push(c);
+        }
+    } else {
+        for_each_recipient(state, audience, |c| fan.push(c));
+    }
+    state.write_through.end(write_through);
+    fan.finish(source)
+}
+
+fn for_each_recipient(state: &NodeState, audience: Audience<'_>, f: impl FnMut(&Arc<Connection>)) {
+    match audience {
+        Audience::Channel(name) => state.channels.for_each_subscriber(name, f),
+        Audience::Everyone => state.registry.for_each(f),
+    }
+}
+
+/// Queues an encoded frame for one connection, applying its slow-consumer policy, and counts it.
+pub fn deliver(
+    state: &NodeState,
+    conn: &Connection,
+    frame: Bytes,
+    source: &'static str,
+) -> Result<(), ConnectionError> {
+    let limits = &state.config.limits;
+    let m = &state.metrics;
+    match conn.outbox.push(
+        frame,
+        limits.send_queue_max_bytes,
+        limits.slow_consumer_policy,
+    ) {
+        PushOutcome::Queued | PushOutcome::Written => {
+            m.messages_sent_total.with_label_values(&[source]).inc();
+            Ok(())
+        }
+        PushOutcome::Full => {
+            m.outbound_dropped_total
+                .with_label_values(&["queue_full"])
+                .inc();
+            tracing::warn!(connection_id = %conn.id_text, source, "send queue full: message dropped");
+            Err(ConnectionError::LimitExceeded)
+        }
+        PushOutcome::Closed => {
+            m.outbound_dropped_total
+                .with_label_values(&["connection_closing"])
+                .inc();
+            Err(ConnectionError::Gone)
+        }
+    }
+}
+
+/// One fan-out in progress: counts locally, updates metrics once at the end.
+struct FanOutState<'a> {
+    state: &'a NodeState,
+    frame: Bytes,
+    exclude: Option<ConnectionId>,
+    /// Write straight to idle sockets (see `write_through`); `now_ms` marks them active.
+    write_through: bool,
+    now_ms: i64,
+    written_through: u64,
+    out: FanOut,
+}
+
+impl<'a> FanOutState<'a> {
+    fn new(
+        state: &'a NodeState,
+        frame: Bytes,
+        exclude: Option<ConnectionId>,
+        write_through: bool,
+    ) -> Self {
+        FanOutState {
+            state,
+            frame,
+            exclude,
+            write_through,
+            now_ms: if write_through {
+                Utc::now().timestamp_millis()
+            } else {
+                0
+            },
+            written_through: 0,
+            out: FanOut::default(),
+        }
+    }
+
+    fn push(&mut self, conn: &Arc<Connection>) {
+        if self.exclude == Some(conn.id) {
+            return;
+        }
+        let limits = &self.state.config.limits;
+        let (max, policy) = (limits.send_queue_max_bytes, limits.slow_consumer_policy);
+        let outcome = if self.write_through {
+            conn.outbox.push_or_write(&self.frame, max, policy)
+        } else {
+            conn.outbox.push(self.frame.clone(), max, policy)
+        };
+        match outcome {
+            PushOutcome::Written => {
+                conn.touch(self.now_ms);
+                self.out.recipients += 1;
+                self.written_through += 1;
+            }
+            PushOutcome::Queued => self.out.recipients += 1,
+            PushOutcome::Full => {
+                self.out.dropped_queue_full += 1;
+                tracing::warn!(connection_id = %conn.id_text, "send queue full: fan-out message dropped");
+            }
+            PushOutcome::Closed => self.out.dropped_closing += 1,
+        }
+    }
+
+    fn finish(self, source: &'static str) -> FanOut {
+        let m = &self.state.metrics;
+        m.messages_sent_total
+            .with_label_values(&[source])
+            .inc_by(self.out.recipients as u64);
+        if self.written_through > 0 {
+            m.messages_written_through_total
+                .inc_by(self.written_through);
+        }
+        if self.out.dropped_queue_full > 0 {
+            m.outbound_dropped_total
+                .with_label_values(&["queue_full"])
+                .inc_by(self.out.dropped_queue_full as u64);
+        }
+        if self.out.dropped_closing > 0 {
+            m.outbound_dropped_total
+                .with_label_values(&["connection_closing"])
+                .inc_by(self.out.dropped_closing as u64);
+        }
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlowConsumerPolicy;
+    use crate::conn::outbox::FRAME_OVERHEAD_BYTES;
+
+    fn open(state: &NodeState, n: usize) -> Vec<Arc<Connection>> {
+        (0..n)
+            .map(|_| {
+                let id = ConnectionId::generate(state.node_tag).expect("rng");
+                let c = Arc::new(Connection::new(
+                    id,
+                    0,
+                    [127, 0, 0, 1].into(),
+                    None,
+                    "h".into(),
+                    None,
+                ));
+                state.registry.insert(Arc::clone(&c));
+                c
+            })
+            .collect()
+    }
+
+    fn queued(c: &Connection) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let _ = c.outbox.drain(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_encoding_reaches_every_subscriber_but_the_excluded() {
+        let state = crate::test_state(crate::config::Config::default());
+        let conns = open(&state, 3);
+        for c in &conns[..2] {
+            state.channels.subscribe("news", c, 10).expect("subscribe");
+        }
+        let fan = fan_out(
+            &state,
+            Audience::Channel("news"),
+            b"hi",
+            Some(conns[1].id),
+            "publish",
+            false,
+        );
+        assert_eq!(
+            fan,
+            FanOut {
+                recipients: 1,
+                ..FanOut::default()
+            }
+        );
+        let got = queued(&conns[0]);
+        assert_eq!(got, vec![frame::text("hi")]);
+        assert!(queued(&conns[1]).is_empty() && queued(&conns[2]).is_empty());
+        // A broadcast reaches all three with the same allocation.
+        let fan = fan_out(&state, Audience::Everyone, b"all", None, "broadcast", false);
+        assert_eq!(fan.recipients, 3);
+        let frames: Vec<Bytes> = conns.iter().flat_map(|c| queued(c)).collect();
+        assert!(frames.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()));
+        let metrics = state.metrics.render();
+        assert!(
+            metrics.contains("gangway_messages_sent_total{source=\"broadcast\"} 3"),
+            "{metrics}"
+        );
+    }
+
+    #[test]
+    fn full_and_closing_recipients_are_counted_not_waited_for() {
+        let mut config = crate::config::Config::default();
+        config.limits.send_queue_max_bytes = 8 + FRAME_OVERHEAD_BYTES;
+        config.limits.slow_consumer_policy = SlowConsumerPolicy::Drop;
+        let state = crate::test_state(config);
+        let conns = open(&state, 3);
+        assert!(deliver(&state, &conns[0], frame::text("123456"), "push").is_ok());
+        conns[1].outbox.close();
+        let fan = fan_out(&state, Audience::Everyone, b"x", None, "broadcast", false);
+        assert_eq!(
+            fan,
+            FanOut {
+                recipients: 1,
+                dropped_queue_full: 1,
+                dropped_closing: 1,
+                cluster_failed: false
+            }
+        );
+        assert_eq!(
+            deliver(&state, &conns[0], frame::text("y"), "push"),
+            Err(ConnectionError::LimitExceeded)
+        );
+        assert_eq!(
+            deliver(&state, &conns[1], frame::text("y"), "push"),
+            Err(ConnectionError::Gone)
+        );
+        let metrics = state.metrics.render();
+        assert!(
+            metrics.contains("gangway_outbound_dropped_total{reason=\"queue_full\"} 2"),
+            "{metrics}"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! What every task of a node shares: its configuration, connections, channels, routes, metrics,
+//! task trackers — and, in cluster mode, the cluster, seen through the [`ClusterLink`] trait so
+//! that nothing below the façade imports the cluster module.
+
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::BoxFuture;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::conn::capacity::Capacity;
+use crate::conn::connection::Connection;
+use crate::conn::id::{ConnectionId, NodeTag};
+use crate::conn::op::{ConnOp, OpOutcome};
+use crate::conn::registry::Registry;
+use crate::error::ConnectionError;
+use crate::fanout::channels::Channels;
+use crate::fanout::write_through::WriteThrough;
+use crate::integration::Routes;
+use crate::metrics::Metrics;
+
+/// Per-connection read buffer. tungstenite's default is 128 KiB, allocated eagerly; small keeps
+/// idle connections cheap, and larger messages simply take more reads.
+pub const READ_BUFFER_BYTES: usize = 1024;
+/// Frames are collected up to this many bytes before a write is forced.
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What the rest of the node needs from the cluster (implemented by `cluster::Cluster`).
+///
+/// Every method may wait on Redis; none waits on a WebSocket client.
+pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
+    /// True while Redis answers.
+    fn is_up(&self) -> bool;
+    /// Waits (at most `limit`) until the node has joined; whether it did.
+    fn wait_joined(&self, limit: std::time::Duration) -> BoxFuture<'_, bool>;
+    /// Makes the node's Redis subscription to `channel` match whether it has local
+    /// subscribers; returns once the subscription is live (or known impossible now).
+    fn reconcile<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
+    /// Records an open connection, so a survivor can send its `$disconnect` if this node dies.
+    fn register<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, ()>;
+    /// Forgets a connection that ended here (its `$disconnect` is this node's to send).
+    fn unregister<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, ()>;
+    /// Runs `op` on `conn`, owned by another node; its answer.
+    fn call(
+        &self,
+        conn: ConnectionId,
+        op: ConnOp,
+    ) -> BoxFuture<'_, Result<OpOutcome, ConnectionError>>;
+    /// Sends a publish to the other nodes interested in `channel`.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), ConnectionError>>;
+    /// Sends a broadcast to every other node.
+    fn broadcast<'a>(
+        &'a self,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), ConnectionError>>;
+    /// Subscribers of `channel` on the other nodes.
+    fn remote_subscribers<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ConnectionError>>;
+    /// Leaves the cluster (a drained node): its keys are removed, its tasks stop.
+    fn leave(&self) -> BoxFuture<'_, ()>;
+}
+
+/// See the module documentation.
+pub(crate) struct NodeState {
+    pub(crate) config: Arc<Config>,
+    pub(crate) node_id: String,
+    pub(crate) node_tag: NodeTag,
+    pub(crate) registry: Registry,
+    pub(crate) channels: Channels,
+    /// The cluster, when `[cluster] redis_url` is set.
+    pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
+    pub(crate) routes: Routes,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) ws_config: WebSocketConfig,
+    /// Cancelled when the node starts draining.
+    pub(crate) shutdown: CancellationToken,
+    /// Connection and handshake tasks (and their dispatchers).
+    pub(crate) connections: TaskTracker,
+    /// `$disconnect` deliveries.
+    pub(crate) disconnects: TaskTracker,
+    /// Decides which fan-outs write straight to the sockets.
+    pub(crate) write_through: WriteThrough,
+    /// Connection slots (`max_connections`): taken before `$connect`, held until the end.
+    pub(crate) slots: Capacity,
+    /// Sockets that have not finished their upgrade (`max_pending_handshakes`).
+    pub(crate) handshakes: Capacity,
+    /// The WebSocket listener's address: `domainName` when `[api] domain_name` is not set.
+    pub(crate) listen_domain: OnceLock<String>,
+}
+
+impl NodeState {
+    /// The cluster, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// The cluster, when `id` belongs to another node and clustering is on.
+    pub(crate) fn remote(&self, id: ConnectionId) -> Option<&Arc<dyn ClusterLink>> {
+        if id.node() == self.node_tag {
+            None
+        } else {
+            self.cluster()
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! One socket's upgrade: read the HTTP request, take a connection slot, run `$connect`, answer
+//! 101 (or the refusal), register the connection and subscribe the channels `$connect` named.
+//!
+//! Invariants: a slot is taken before `$connect` runs, so concurrent slow handshakes cannot
+//! overshoot `max_connections`; the unfinished-upgrade unit is given back once this returns;
+//! `domainName` is never the client's `Host` header.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::conn::capacity::Held;
+use crate::conn::connection::Connection;
+use crate::conn::id::{request_id, ConnectionId};
+use crate::conn::transport::Transport;
+use crate::error::ConnectionError;
+use crate::integration::event::{EventKind, EventSource};
+use crate::integration::{Call, IntegrationError};
+use crate::ops;
+use crate::state::NodeState;
+use crate::ws::handshake::{self, UpgradeRequest};
+use crate::ws::meter::Metered;
+use crate::ws::session::Ws;
+
+/// A connection that completed its upgrade.
+pub(crate) struct Opened<T> {
+    pub(crate) conn: Arc<Connection>,
+    /// Boxed so the stream exists once, not in every future that passes it along.
+    pub(crate) ws: Box<Ws<T>>,
+    /// Its connection slot, held until the session ends.
+    pub(crate) slot: Held,
+}
+
+/// Outcome of the `$connect` step.
+enum Verdict {
+    Accept {
+        subprotocol: Option<String>,
+        answer: ConnectAnswer,
+    },
+    Reject {
+        status: u16,
+        reason: &'static str,
+    },
+}
+
+/// Reads the upgrade, takes a connection slot, runs `$connect`, answers 101 and registers the
+/// connection. `upgrading` (one unfinished upgrade) is given back when this returns.
+pub(crate) async fn open<T: Transport>(
+    state: &Arc<NodeState>,
+    mut stream: T,
+    peer: SocketAddr,
+    upgrading: Held,
+) -> Option<Opened<T>> {
+    let config = Arc::clone(&state.config);
+    let limits = &config.limits;
+    let metrics = &state.metrics;
+    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
+    let (request, leftover) =
+        match handshake::read_request(&mut stream, &config.api.stage, handshake_timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                metrics
+                    .handshakes_rejected_total
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                if let Some(status) = e.status() {
+                    let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
+                }
+                tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
+                return None;
+            }
+        };
+    // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
+    let slot = match state.slots.try_take() {
+        Some(slot) if !state.shutdown.is_cancelled() => slot,
+        _ => {
+            metrics
+                .handshakes_rejected_total
+                .with_label_values(&["capacity"])
+                .inc();
+            let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+            return None;
+        }
+    };
+    let id = match ConnectionId::generate(state.node_tag) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "random source failed");
+            let _ = handshake::reject(&mut stream, 500, "Internal server error").await;
+            return None;
+        }
+    };
+    let id_text = id.to_string();
+    let connected_at_ms = Utc::now().timestamp_millis();
+    // Never the client's Host header: a handler that builds its @connections endpoint from
+    // domainName would send its credentials wherever a client points it.
+    let domain_name = config
+        .api
+        .domain_name
+        .clone()
+        .or_else(|| state.listen_domain.get().cloned())
+        .unwrap_or_default();
+    let user_agent = request.header("user-agent").map(str::to_string);
+    let source_ip = peer.ip().to_string();
+    let source = EventSource {
+        stage: &config.api.stage,
+        api_id: &config.api.api_id,
+        domain_name: &domain_name,
+        connection_id: &id_text,
+        connected_at_ms,
+        source_ip: &source_ip,
+        user_agent: user_agent.as_deref(),
+        authorizer: None,
+    };
+    let (subprotocol, answer) = match run_connect(state, &request, source).await {
+        Verdict::Accept {
+            subprotocol,
+            answer,
+        } => (subprotocol, answer),
+        Verdict::Reject { status, reason } => {
+            metrics
+                .handshakes_rejected_total
+                .with_label_values(&[reason])
+                .inc();
+            let _ = handshake::reject(&mut stream, status, handshake::reason_phrase(status)).await;
+            return None;
+        }
+    };
+    if state.shutdown.is_cancelled() {
+        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+        return None;
+    }
+    if let Err(e) = handshake::accept(&mut stream, &request.key, subprotocol.as_deref()).await {
+        tracing::debug!(%peer, error = %e, "client left during upgrade");
+        return None;
+    }
+
+    let conn = Arc::new(Connection::new(
+        id,
+        connected_at_ms,
+        peer.ip(),
+        user_agent,
+        domain_name,
+        answer.context,
+    ));
+    state.registry.insert(Arc::clone(&conn));
+    if let Some(c) = state.cluster() {
+        c.register(&conn).await;
+    }
+    // Channels named by $connect are live before the client's first message.
+    subscribe_all(state, &conn, &answer.channels).await;
+    metrics.connections.inc();
+    metrics.connections_opened_total.inc();
+    tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
+
+    let ws = WebSocketStream::from_partially_read(
+        Metered::new(stream, limits.max_fragments_per_message),
+        leftover,
+        Role::Server,
+        Some(state.ws_config),
+    )
+    .await;
+    drop(upgrading);
+    Some(Opened {
+        conn,
+        ws: Box::new(ws),
+        slot,
+    })
+}
+
+/// Subscribes the channels a `$connect` answer named; one log line for all the refusals.
+async fn subscribe_all(state: &NodeState, conn: &Arc<Connection>, channels: &[String]) {
+    let mut refused: Vec<(&str, ConnectionError)> = Vec::new();
+    for channel in channels {
+        if let Err(e) = ops::subscribe(state, conn, channel).await {
+            refused.push((channel, e));
+        }
+    }
+    if let Some((first, error)) = refused.first() {
+        // One line per answer, whatever it holds; names are the backend's, so escaped.
+        tracing::warn!(
+            connection_id = %conn.id_text,
+            refused = refused.len(),
+            of = channels.len(),
+            first_channel = ?first,
+            first_error = ?error.to_string(),
+            "$connect channels not subscribed"
+        );
+    }
+}
+
+async fn run_connect(
+    state: &NodeState,
+    request: &UpgradeRequest,
+    source: EventSource<'_>,
+) -> Verdict {
+    let Some(route) = state.routes.get("$connect") else {
+        return Verdict::Accept {
+            subprotocol: None,
+            answer: ConnectAnswer::default(),
+        };
+    };
+    let rid = request_id();
+    let call = Call {
+        source,
+        kind: EventKind::Connect {
+            headers: &request.headers,
+            query: &request.query,
+        },
+        request_id: &rid,
+    };
+    match route.integration.connect(call).await {
+        Ok(r) if r.is_success() => Verdict::Accept {
+            answer: ConnectAnswer::parse(&r.body),
+            subprotocol: r.subprotocol,
+        },
+        // A 3xx is a refusal like any other non-2xx (redirects are never followed).
+        Ok(r) => Verdict::Reject {
+            status: if (400..600).contains(&r.status) {
+                r.status
+            } else {
+                502
+            },
+            reason: "connect_rejected",
+        },
+        Err(e) => {
+            tracing::warn!(connection_id = source.connection_id, error = %e, "$connect integration failed");
+            match e {
+                IntegrationError::Timeout(_) => Verdict::Reject {
+                    status: 504,
+                    reason: "connect_timeout",
+                },
+                _ => Verdict::Reject {
+                    status: 502,
+                    reason: "connect_failed",
+                },
+            }
+        }
+    }
+}
+
+/// What a `$connect` answer body may carry (JSON): `context` and `channels`.
+#[derive(Debug, Default, PartialEq)]
+struct ConnectAnswer {
+    /// `context` object: `requestContext.authorizer` of later events.
+    context: Option<serde_json::Value>,
+    /// `channels`: names to subscribe before the first message.
+    channels: Vec<String>,
+}
+
+impl ConnectAnswer {
+    fn parse(body: &[u8]) -> ConnectAnswer {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return ConnectAnswer::default();
+        };
+        ConnectAnswer {
+            context: match value.get("context") {
+                Some(ctx @ serde_json::Value::Object(_)) => Some(ctx.clone()),
+                _ => None,
+            },
+            channels: value
+                .get("channels")
+                .and_then(|c| c.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectAnswer;
+
+    #[test]
+    fn context_and_channels_are_read_from_json_bodies_only() {
+        let a = ConnectAnswer::parse(br#"{"context":{"user":"u1"},"channels":["a","b"]}"#);
+        assert_eq!(a.context, Some(serde_json::json!({"user":"u1"})));
+        assert_eq!(a.channels, vec!["a", "b"]);
+        assert_eq!(ConnectAnswer::parse(b"ok"), ConnectAnswer::default());
+        assert_eq!(ConnectAnswer::parse(br#"{"context":"str"}"#).context, None);
+        assert_eq!(ConnectAnswer::parse(b""), ConnectAnswer::default());
+    }
+}
