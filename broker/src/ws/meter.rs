@@ -224,11 +224,12 @@ impl From<TooManyFragments> for io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A masked client frame.
-    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    /// A masked client frame (also used by the session's tests).
+    pub(crate) fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        const MASK: [u8; 4] = [1, 2, 3, 4];
         let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
         match payload.len() {
             n if n < 126 => f.push(0x80 | n as u8),
@@ -241,8 +242,8 @@ mod tests {
                 f.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        f.extend_from_slice(&[1, 2, 3, 4]);
-        f.extend_from_slice(payload);
+        f.extend_from_slice(&MASK);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
         f
     }
 

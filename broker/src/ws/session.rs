@@ -567,19 +567,7 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    const MASK: [u8; 4] = [1, 2, 3, 4];
-
-    /// A masked client frame (payloads under 126 bytes).
-    fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 126);
-        let mut f = vec![
-            (if fin { 0x80 } else { 0 }) | opcode,
-            0x80 | payload.len() as u8,
-        ];
-        f.extend_from_slice(&MASK);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        f
-    }
+    use crate::ws::meter::tests::frame as client_frame;
 
     /// The built-in config (an echo `$default` route) with `change` applied.
     fn config(change: impl FnOnce(&mut crate::config::LimitsConfig)) -> Config {

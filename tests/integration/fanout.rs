@@ -1,11 +1,10 @@
 //! Channels, publish, broadcast and batch through the control API, with real clients.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
+use reqwest::Method;
 use tokio_tungstenite::tungstenite::Message;
 
 const ECHO: &str = "[routes.\"$default\"]\nintegration = \"mock\"\n";
@@ -29,46 +28,20 @@ async fn silent(ws: &mut Client) {
 #[tokio::test]
 async fn subscribe_publish_exclude_unsubscribe() {
     let node = node(ECHO).await;
-    let base = control_url(&node);
-    let c = http();
+    let api = Control::of(&node);
+    let staged = api.stage("prod");
     let mut cs = clients(&node, 3).await;
     let ids: Vec<String> = cs.iter().map(|(_, id)| id.clone()).collect();
     for id in &ids[..2] {
-        let r = c
-            .put(format!("{base}/prod/@connections/{id}/channels/room:1"))
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(r.status(), 204);
+        assert_eq!(staged.subscribe(id, "room:1").await.status, 204);
     }
     // Idempotent.
-    let r = c
-        .put(format!("{base}/@connections/{}/channels/room:1", ids[0]))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 204);
-    let r = c
-        .get(format!("{base}/@channels/room:1"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["subscribers"],
-        2
-    );
+    assert_eq!(api.subscribe(&ids[0], "room:1").await.status, 204);
+    assert_eq!(api.channel("room:1").await.json()["subscribers"], 2);
 
-    let r = c
-        .post(format!("{base}/prod/@channels/room:1"))
-        .body("hello room")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        2
-    );
+    let r = staged.publish("room:1", "", "hello room").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["recipients"], 2);
     assert_eq!(
         next_message(&mut cs[0].0).await,
         Message::text("hello room")
@@ -80,38 +53,23 @@ async fn subscribe_publish_exclude_unsubscribe() {
     silent(&mut cs[2].0).await;
 
     // exclude skips the sender; binary bodies arrive as binary frames.
-    let r = c
-        .post(format!("{base}/@channels/room:1?exclude={}", ids[0]))
-        .body(vec![0xffu8, 0xfe])
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        1
-    );
+    let r = api
+        .publish(
+            "room:1",
+            &format!("?exclude={}", ids[0]),
+            vec![0xffu8, 0xfe],
+        )
+        .await;
+    assert_eq!(r.json()["recipients"], 1);
     assert_eq!(
         next_message(&mut cs[1].0).await,
         Message::binary(vec![0xffu8, 0xfe])
     );
     silent(&mut cs[0].0).await;
 
-    let r = c
-        .delete(format!("{base}/@connections/{}/channels/room:1", ids[1]))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
-    let r = c
-        .post(format!("{base}/@channels/room:1"))
-        .body("again")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        1
-    );
+    assert_eq!(api.unsubscribe(&ids[1], "room:1").await.status, 204);
+    let r = api.publish("room:1", "", "again").await;
+    assert_eq!(r.json()["recipients"], 1);
     assert_eq!(next_message(&mut cs[0].0).await, Message::text("again"));
     silent(&mut cs[1].0).await;
 
@@ -128,91 +86,37 @@ async fn subscribe_publish_exclude_unsubscribe() {
 #[tokio::test]
 async fn channel_errors() {
     let node = node(&format!("{ECHO}[limits]\nmax_channels_per_connection = 2\nmax_message_bytes = 100\nmax_frame_bytes = 100\n")).await;
-    let base = control_url(&node);
-    let c = http();
+    let api = Control::of(&node);
     let cs = clients(&node, 1).await;
     let id = &cs[0].1;
     // Unknown channel: 0 recipients, not an error.
-    let r = c
-        .post(format!("{base}/@channels/nobody"))
-        .body("x")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        0
-    );
-    let r = c
-        .get(format!("{base}/@channels/nobody"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["subscribers"],
-        0
-    );
+    let r = api.publish("nobody", "", "x").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["recipients"], 0);
+    assert_eq!(api.channel("nobody").await.json()["subscribers"], 0);
     // Bad names: 400 with a JSON error.
     for bad in ["has%20space", "%F0%9F%98%80", &"x".repeat(129)] {
-        let r = c
-            .post(format!("{base}/@channels/{bad}"))
-            .body("x")
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 400, "{bad}");
-        assert_eq!(r.headers()["x-amzn-errortype"], "BadRequestException");
-        let j: serde_json::Value = r.json().await.expect("json");
+        let r = api.publish(bad, "", "x").await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.error_type.as_deref(), Some("BadRequestException"));
+        let j = r.json();
         assert!(
             j["message"].as_str().expect("message").contains("channel"),
             "{j}"
         );
-        let r = c
-            .put(format!("{base}/@connections/{id}/channels/{bad}"))
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(api.subscribe(id, bad).await.status, 400, "{bad}");
     }
     // Oversize publish: 413; bad exclude: 400; gone connection: 410.
-    let r = c
-        .post(format!("{base}/@channels/a"))
-        .body(vec![b'x'; 101])
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 413);
-    let r = c
-        .post(format!("{base}/@channels/a?exclude=nope"))
-        .body("x")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 400);
+    assert_eq!(api.publish("a", "", vec![b'x'; 101]).await.status, 413);
+    assert_eq!(api.publish("a", "?exclude=nope", "x").await.status, 400);
     let gone =
         gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x")).expect("rng");
-    let r = c
-        .put(format!("{base}/@connections/{gone}/channels/a"))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 410);
+    assert_eq!(api.subscribe(&gone.to_string(), "a").await.status, 410);
     // Per-connection channel limit.
     for ch in ["a", "b"] {
-        let r = c
-            .put(format!("{base}/@connections/{id}/channels/{ch}"))
-            .send()
-            .await
-            .expect("put");
-        assert_eq!(r.status(), 204);
+        assert_eq!(api.subscribe(id, ch).await.status, 204);
     }
-    let r = c
-        .put(format!("{base}/@connections/{id}/channels/c"))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 400);
+    assert_eq!(api.subscribe(id, "c").await.status, 400);
     node.shutdown().await;
 }
 
@@ -224,16 +128,8 @@ async fn connect_answer_channels_are_live_before_the_first_message() {
     .await;
     let mut ws = connect(&node).await;
     // No message from the client, no subscribe call: the publish reaches it.
-    let r = http()
-        .post(format!("{}/@channels/news", control_url(&node)))
-        .body("breaking")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        1
-    );
+    let r = Control::of(&node).publish("news", "", "breaking").await;
+    assert_eq!(r.json()["recipients"], 1);
     assert_eq!(next_message(&mut ws).await, Message::text("breaking"));
     node.shutdown().await;
 }
@@ -241,31 +137,17 @@ async fn connect_answer_channels_are_live_before_the_first_message() {
 #[tokio::test]
 async fn broadcast_reaches_every_connection() {
     let node = node(ECHO).await;
+    let api = Control::of(&node);
     let mut cs = clients(&node, 3).await;
-    let base = control_url(&node);
-    let r = http()
-        .post(format!("{base}/prod/@broadcast"))
-        .body("to all")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        3
-    );
+    let r = api.stage("prod").broadcast("", "to all").await;
+    assert_eq!(r.json()["recipients"], 3);
     for (ws, _) in &mut cs {
         assert_eq!(next_message(ws).await, Message::text("to all"));
     }
-    let r = http()
-        .post(format!("{base}/@broadcast?exclude={}", cs[0].1))
-        .body("not you")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["recipients"],
-        2
-    );
+    let r = api
+        .broadcast(&format!("?exclude={}", cs[0].1), "not you")
+        .await;
+    assert_eq!(r.json()["recipients"], 2);
     silent(&mut cs[0].0).await;
     node.shutdown().await;
 }
@@ -273,14 +155,10 @@ async fn broadcast_reaches_every_connection() {
 #[tokio::test]
 async fn batch_answers_one_result_per_item() {
     let node = node(&format!("{ECHO}[limits]\nmax_batch_items = 10\n")).await;
-    let base = control_url(&node);
-    let c = http();
+    let api = Control::of(&node);
     let mut cs = clients(&node, 2).await;
     let (a, b) = (cs[0].1.clone(), cs[1].1.clone());
-    c.put(format!("{base}/@connections/{b}/channels/team"))
-        .send()
-        .await
-        .expect("put");
+    assert_eq!(api.subscribe(&b, "team").await.status, 204);
     let gone = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x"))
         .expect("rng")
         .to_string();
@@ -296,14 +174,9 @@ async fn batch_answers_one_result_per_item() {
         {"channel": "team", "data": "skip b", "exclude": b},
         7
     ]);
-    let r = c
-        .post(format!("{base}/prod/@batch"))
-        .json(&body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
-    let results = r.json::<serde_json::Value>().await.expect("json")["results"].clone();
+    let r = api.stage("prod").batch(body.to_string()).await;
+    assert_eq!(r.status, 200);
+    let results = r.json()["results"].clone();
     let statuses: Vec<i64> = results
         .as_array()
         .expect("array")
@@ -328,30 +201,17 @@ async fn batch_answers_one_result_per_item() {
     );
 
     // Whole-batch failures.
-    let r = c
-        .post(format!("{base}/@batch"))
-        .body("[{")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 400);
-    let r = c
-        .post(format!("{base}/@batch"))
-        .body(r#"{"items": []}"#)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 400);
+    assert_eq!(api.batch("[{").await.status, 400);
+    assert_eq!(api.batch(r#"{"items": []}"#).await.status, 400);
     let many: Vec<_> = (0..11)
         .map(|_| serde_json::json!({"channel": "x", "data": "y"}))
         .collect();
-    let r = c
-        .post(format!("{base}/@batch"))
-        .json(&many)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 413);
+    assert_eq!(
+        api.batch(serde_json::to_string(&many).expect("json"))
+            .await
+            .status,
+        413
+    );
     node.shutdown().await;
 }
 
@@ -404,19 +264,10 @@ async fn a_thousand_subscribers_each_get_every_message_once_in_order() {
             })
         })
         .collect();
-    let c = http();
-    let base = control_url(&node);
+    let api = Control::of(&node);
     for n in 0..MESSAGES {
-        let r = c
-            .post(format!("{base}/@channels/fan"))
-            .body(format!("msg-{n:03}"))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(
-            r.json::<serde_json::Value>().await.expect("json")["recipients"],
-            CLIENTS
-        );
+        let r = api.publish("fan", "", format!("msg-{n:03}")).await;
+        assert_eq!(r.json()["recipients"], CLIENTS);
     }
     let expected: Vec<String> = (0..MESSAGES).map(|n| format!("msg-{n:03}")).collect();
     for r in readers {
@@ -428,13 +279,8 @@ async fn a_thousand_subscribers_each_get_every_message_once_in_order() {
 #[tokio::test]
 async fn readiness_turns_503_while_draining() {
     let node = node(&format!("{ECHO}[limits]\nshutdown_grace_secs = 3\n")).await;
-    let base = control_url(&node);
-    let r = http()
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 200);
+    let api = Control::of(&node);
+    assert_eq!(api.request(Method::GET, "/readyz", "").await.status, 200);
     // A raw client that never answers the close frame keeps the drain busy for a moment.
     let mut raw = tokio::net::TcpStream::connect(node.websocket_addr)
         .await
@@ -450,16 +296,9 @@ async fn readiness_turns_503_while_draining() {
     let broker = node.broker.clone();
     let drain = tokio::spawn(node.shutdown());
     eventually("draining", || broker.is_shutting_down()).await;
-    let r = http()
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.expect("json")["reason"],
-        "draining"
-    );
+    let r = api.request(Method::GET, "/readyz", "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["reason"], "draining");
     drain.await.expect("join");
     drop(raw);
 }
@@ -467,14 +306,10 @@ async fn readiness_turns_503_while_draining() {
 #[tokio::test]
 async fn openapi_lists_every_route_the_server_answers() {
     let node = node(ECHO).await;
-    let doc: serde_json::Value = http()
-        .get(format!("{}/openapi.json", control_url(&node)))
-        .send()
+    let doc = Control::of(&node)
+        .request(Method::GET, "/openapi.json", "")
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(doc["openapi"], "3.0.3");
     let routes = gangway_control_api::routes::all_routes();
     assert!(routes.len() >= 22);

@@ -1,7 +1,9 @@
 //! Test support: real nodes on ephemeral ports, a real HTTP backend that records every webhook
 //! call, and real WebSocket clients.
 
-#![allow(dead_code)]
+mod control;
+
+pub use control::Control;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

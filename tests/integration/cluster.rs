@@ -1,14 +1,14 @@
 //! Cluster mode against a real redis-server: three nodes act as one gateway; faults (a killed
 //! node, Redis going away and coming back, a drained node) behave as documented.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use reqwest::Method;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
 
 const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
 
@@ -31,10 +31,6 @@ async fn only_id(node: &gangway::Node) -> String {
     node.broker.connection_ids().pop().expect("id")
 }
 
-async fn json(r: reqwest::Response) -> serde_json::Value {
-    r.json().await.expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_reaches_any_connection() {
     let redis = RedisServer::start();
@@ -44,64 +40,30 @@ async fn any_node_reaches_any_connection() {
     let c = cluster_node(&redis, "node-c", echo).await;
     let mut ws = connect(&a).await;
     let id = only_id(&a).await;
-    let (ub, uc) = (control_url(&b), control_url(&c));
-    let h = http();
+    let (via_b, via_c) = (Control::of(&b), Control::of(&c));
 
     // PostToConnection / GetConnection through another node: the owner's real answer.
-    let r = h
-        .post(format!("{ub}/prod/@connections/{id}"))
-        .body("via b")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    assert_eq!(via_b.stage("prod").post(&id, "via b").await.status, 200);
     assert_eq!(next_message(&mut ws).await, Message::text("via b"));
-    let r = h
-        .get(format!("{uc}/@connections/{id}"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 200);
-    let j = json(r).await;
+    let r = via_c.get(&id).await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
     assert_eq!(j["identity"]["sourceIp"], "127.0.0.1");
     assert!(j["connectedAt"].as_str().expect("time").ends_with('Z'));
 
     // Subscribe through C (returns once live), publish through B: delivered exactly once.
-    let r = h
-        .put(format!("{uc}/@connections/{id}/channels/news"))
-        .send()
-        .await
-        .expect("put");
-    assert_eq!(r.status(), 204);
-    let r = h
-        .post(format!("{ub}/@channels/news"))
-        .body("extra")
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 200);
+    assert_eq!(via_c.subscribe(&id, "news").await.status, 204);
+    assert_eq!(via_b.publish("news", "", "extra").await.status, 200);
     assert_eq!(next_message(&mut ws).await, Message::text("extra"));
-    let r = h
-        .get(format!("{uc}/@channels/news"))
-        .send()
-        .await
-        .expect("count");
-    assert_eq!(json(r).await["subscribers"], 1);
+    assert_eq!(via_c.channel("news").await.json()["subscribers"], 1);
     // Broadcast from C reaches the connection on A once.
-    h.post(format!("{uc}/@broadcast"))
-        .body("all")
-        .send()
-        .await
-        .expect("broadcast");
+    via_c.broadcast("", "all").await;
     assert_eq!(next_message(&mut ws).await, Message::text("all"));
     // Batch items for a remote connection.
-    let r = h
-        .post(format!("{ub}/@batch"))
-        .json(&serde_json::json!([{"connectionId": id, "data": "batched"}, {"channel": "news", "data": "pub"}]))
-        .send()
-        .await
-        .expect("batch");
-    let results = json(r).await["results"].clone();
+    let r = via_b
+        .batch(serde_json::json!([{"connectionId": id, "data": "batched"}, {"channel": "news", "data": "pub"}]).to_string())
+        .await;
+    let results = r.json()["results"].clone();
     assert_eq!(results[0]["status"], 200);
     // The push travels on the owner's inbox, the publish on the channel: either may land first.
     let mut got = vec![next_message(&mut ws).await, next_message(&mut ws).await];
@@ -118,32 +80,19 @@ async fn any_node_reaches_any_connection() {
     }
 
     // DeleteConnection through B with a code; then the id is gone everywhere.
-    let r = h
-        .delete(format!("{ub}/@connections/{id}?code=4001&reason=moved"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
+    assert_eq!(
+        via_b.delete(&id, "?code=4001&reason=moved").await.status,
+        204
+    );
     assert_eq!(expect_close(&mut ws).await, (4001, "moved".to_string()));
     eventually("closed", || a.broker.connection_count() == 0).await;
-    let r = h
-        .post(format!("{uc}/@connections/{id}"))
-        .body("x")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 410);
-    assert_eq!(r.headers()["x-amzn-errortype"], "GoneException");
+    let r = via_c.post(&id, "x").await;
+    assert_eq!(r.status, 410);
+    assert_eq!(r.error_type.as_deref(), Some("GoneException"));
     // An id of a node that never existed: 410 at once.
     let ghost =
         gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("ghost")).expect("rng");
-    let r = h
-        .post(format!("{ub}/@connections/{ghost}"))
-        .body("x")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 410);
+    assert_eq!(via_b.post(&ghost.to_string(), "x").await.status, 410);
     for n in [a, b, c] {
         n.shutdown().await;
     }
@@ -181,14 +130,9 @@ async fn channel_fan_out_crosses_redis_once_and_only_to_interested_nodes() {
         numsub(&con, "gangway:c:room") == 3
     })
     .await;
-    let r = http()
-        .post(format!("{}/@channels/room", control_url(&b)))
-        .body("hello room")
-        .send()
-        .await
-        .expect("publish");
+    let r = Control::of(&b).publish("room", "", "hello room").await;
     assert_eq!(
-        json(r).await["recipients"],
+        r.json()["recipients"],
         1,
         "recipients counts the publishing node's own"
     );
@@ -205,12 +149,10 @@ async fn channel_fan_out_crosses_redis_once_and_only_to_interested_nodes() {
             panic!("duplicate: {m:?}");
         }
     }
-    let r = http()
-        .get(format!("{}/@channels/room", control_url(&a)))
-        .send()
-        .await
-        .expect("count");
-    assert_eq!(json(r).await["subscribers"], 4);
+    assert_eq!(
+        Control::of(&a).channel("room").await.json()["subscribers"],
+        4
+    );
     // The client on C leaves: C unsubscribes from the channel in Redis.
     let last = clients.pop().expect("c's client");
     drop(last);
@@ -231,49 +173,31 @@ async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
     let id_a = only_id(&a).await;
     let mut on_b = connect(&b).await;
     let id_b = only_id(&b).await;
-    let ua = control_url(&a);
-    let h = http();
+    let (via_a, via_b) = (Control::of(&a), Control::of(&b));
 
     redis.stop();
     eventually("a notices", || {
         a.broker.not_ready_reason() == Some("redis unreachable")
     })
     .await;
-    let r = h.get(format!("{ua}/readyz")).send().await.expect("readyz");
-    assert_eq!(r.status(), 503);
-    assert_eq!(json(r).await["reason"], "redis unreachable");
+    let r = via_a.request(Method::GET, "/readyz", "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["reason"], "redis unreachable");
     // Local traffic goes on.
-    let r = h
-        .post(format!("{ua}/@connections/{id_a}"))
-        .body("local")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    assert_eq!(via_a.post(&id_a, "local").await.status, 200);
     assert_eq!(next_message(&mut on_a).await, Message::text("local"));
     // Cross-node calls fail fast with 503, never a false 410.
     let started = std::time::Instant::now();
-    let r = h
-        .post(format!("{ua}/@connections/{id_b}"))
-        .body("far")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 503);
+    let r = via_a.post(&id_b, "far").await;
+    assert_eq!(r.status, 503);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "not fast: {:?}",
         started.elapsed()
     );
-    assert!(r.headers().get("retry-after").is_some());
+    assert!(r.headers.get("retry-after").is_some());
     // A publish reaches local subscribers and says the cluster was not reached.
-    let r = h
-        .post(format!("{ua}/@channels/room"))
-        .body("partial")
-        .send()
-        .await
-        .expect("publish");
-    let j = json(r).await;
+    let j = via_a.publish("room", "", "partial").await.json();
     assert_eq!(j["recipients"], 1);
     assert_eq!(j["cluster"], "unavailable");
     assert_eq!(next_message(&mut on_a).await, Message::text("partial"));
@@ -282,22 +206,10 @@ async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
     redis.restart();
     eventually("a reconnects", || a.broker.not_ready_reason().is_none()).await;
     eventually("b reconnects", || b.broker.not_ready_reason().is_none()).await;
-    let r = h
-        .post(format!("{}/@channels/room", control_url(&b)))
-        .body("back")
-        .send()
-        .await
-        .expect("publish");
-    assert_eq!(r.status(), 200);
+    assert_eq!(via_b.publish("room", "", "back").await.status, 200);
     assert_eq!(next_message(&mut on_a).await, Message::text("back"));
     assert_eq!(next_message(&mut on_b).await, Message::text("back"));
-    let r = h
-        .post(format!("{ua}/@connections/{id_b}"))
-        .body("far again")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    assert_eq!(via_a.post(&id_b, "far again").await.status, 200);
     assert_eq!(next_message(&mut on_b).await, Message::text("far again"));
     a.shutdown().await;
     b.shutdown().await;
@@ -377,13 +289,7 @@ async fn a_killed_nodes_connections_are_reaped_exactly_once() {
         .await;
     let ids: Vec<String> = connects.iter().map(|c| c.connection_id()).collect();
     // Pushes through B reach A's connections while A lives.
-    let r = http()
-        .post(format!("{}/@connections/{}", control_url(&b), ids[0]))
-        .body("alive")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    assert_eq!(Control::of(&b).post(&ids[0], "alive").await.status, 200);
 
     // SIGKILL: no drain, no $disconnect from A itself.
     child.kill().expect("kill");
@@ -392,20 +298,11 @@ async fn a_killed_nodes_connections_are_reaped_exactly_once() {
     // Within the TTL and a few seconds: 410 from every other node, and one $disconnect each.
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     loop {
-        let r = http()
-            .post(format!("{}/@connections/{}", control_url(&c), ids[1]))
-            .body("x")
-            .send()
-            .await
-            .expect("post");
-        if r.status() == 410 {
+        let r = Control::of(&c).post(&ids[1], "x").await;
+        if r.status == 410 {
             break;
         }
-        assert_eq!(
-            r.status(),
-            503,
-            "only 503 (owner silent) may come before 410"
-        );
+        assert_eq!(r.status, 503, "only 503 (owner silent) may come before 410");
         assert!(
             std::time::Instant::now() < deadline,
             "no 410 after the node died"
@@ -561,36 +458,25 @@ async fn redis_cluster_carries_everything_over_sharded_pub_sub() {
     }
     // Publishes to channels on different shards reach every node's client once.
     for ch in ["room:1", "room:2", "room:3"] {
-        let r = http()
-            .post(format!("{}/@channels/{ch}", control_url(&nodes[1])))
-            .body(ch)
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 200);
+        assert_eq!(Control::of(&nodes[1]).publish(ch, "", ch).await.status, 200);
         for ws in &mut clients {
             assert_eq!(next_message(ws).await, Message::text(ch));
         }
     }
     // Cross-node push and count.
     let id_a = nodes[0].broker.connection_ids().pop().expect("id");
-    let r = http()
-        .post(format!("{}/@connections/{id_a}", control_url(&nodes[2])))
-        .body("sharded")
-        .send()
-        .await
-        .expect("push");
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        Control::of(&nodes[2]).post(&id_a, "sharded").await.status,
+        200
+    );
     assert_eq!(
         next_message(&mut clients[0]).await,
         Message::text("sharded")
     );
-    let r = http()
-        .get(format!("{}/@channels/room:2", control_url(&nodes[0])))
-        .send()
-        .await
-        .expect("count");
-    assert_eq!(json(r).await["subscribers"], 3);
+    assert_eq!(
+        Control::of(&nodes[0]).channel("room:2").await.json()["subscribers"],
+        3
+    );
     // The traffic is sharded: shard channels carry it, classic pub/sub carries nothing.
     let mut shard_subscribers = 0;
     for s in &servers.nodes {

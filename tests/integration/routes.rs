@@ -1,12 +1,10 @@
 //! Data plane against a real backend: `$connect`, route selection, integrations, events,
 //! `$disconnect`, ordering, failures.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::SinkExt;
-use support::*;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,12 +1,10 @@
 //! Write-through fan-out: quiet publishes sent straight to the sockets by the publisher, mixed
 //! with everything else a session writes (pongs, pings, queued frames, partial writes).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longer than `write_through::QUIET`, so every publish in these tests may write through.

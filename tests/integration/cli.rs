@@ -1,12 +1,10 @@
 //! The `gangway` binary as a user runs it: config errors, the no-config node, SIGTERM drain.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gangway");

@@ -1,12 +1,10 @@
 //! Limits and bad input on the WebSocket side: sizes, UTF-8, timeouts, liveness, capacity,
 //! malformed upgrades, rate limits.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::SinkExt;
-use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

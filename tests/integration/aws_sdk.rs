@@ -2,11 +2,9 @@
 //! SigV4 signatures verified (tests/aws_sdk.py drives them). scripts/test.sh installs boto3 and
 //! awscli into `.venv`, and the JS SDK v3 into `tests/js` (driven by tests/js/sdk_v3.mjs).
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const AKID: &str = "AKIDGANGWAYTEST";

@@ -1,0 +1,224 @@
+//! The AWS-compatible `@connections` API against real clients.
+
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+const ECHO: &str = "[routes.\"$default\"]\nintegration = \"mock\"\n";
+
+#[tokio::test]
+async fn post_get_delete_round_trip() {
+    let node = node(ECHO).await;
+    let (mut ws, id) = connect_with_id(&node).await;
+    let api = Control::of(&node);
+    let prod = api.stage("prod");
+
+    // POST: 200, empty body, exact bytes as a text frame.
+    let r = prod.post(&id, "héllo").await;
+    assert_eq!(r.status, 200);
+    assert!(r.request_id.is_some());
+    assert!(r.body.is_empty());
+    assert_eq!(next_message(&mut ws).await, Message::text("héllo"));
+
+    // Non-UTF-8 bytes arrive as a binary frame; %40 and no stage work too.
+    let r = api
+        .request(
+            Method::POST,
+            &format!("/%40connections/{id}"),
+            vec![0xffu8, 0, 1],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        next_message(&mut ws).await,
+        Message::binary(vec![0xffu8, 0, 1])
+    );
+
+    // GET: RFC 3339 times and the identity.
+    let r = prod
+        .request(Method::GET, &format!("/%40connections/{id}"), "")
+        .await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    let connected_at = j["connectedAt"].as_str().expect("connectedAt");
+    assert!(
+        connected_at.ends_with('Z') && connected_at.contains('T'),
+        "{connected_at}"
+    );
+    assert!(j["lastActiveAt"].is_string());
+    assert_eq!(j["identity"]["sourceIp"], "127.0.0.1");
+
+    // DELETE: 204, the client sees close 1000, then the id is gone.
+    assert_eq!(prod.delete(&id, "").await.status, 204);
+    assert_eq!(expect_close(&mut ws).await.0, 1000);
+    eventually("unregistered", || node.broker.connection_count() == 0).await;
+    let r = prod.post(&id, "x").await;
+    assert_eq!(r.status, 410);
+    assert_eq!(r.error_type.as_deref(), Some("GoneException"));
+    assert!(r.json()["message"].is_string());
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_with_code_and_reason() {
+    let node = node(ECHO).await;
+    let (mut ws, id) = connect_with_id(&node).await;
+    let api = Control::of(&node);
+    for bad in ["code=1001", "code=2999", "code=5000", "code=abc"] {
+        let r = api.delete(&id, &format!("?{bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.error_type.as_deref(), Some("BadRequestException"));
+    }
+    let long = "x".repeat(124);
+    let r = api.delete(&id, &format!("?code=4000&reason={long}")).await;
+    assert_eq!(r.status, 400);
+    let r = api.delete(&id, "?code=4000&reason=kicked%20out").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (4000, "kicked out".to_string())
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_ids_and_paths() {
+    let node = node(ECHO).await;
+    let api = Control::of(&node);
+    // Malformed ids: 400 BadRequestException.
+    for id in ["abc", "R0oXAdfD0kwCH6w%3D", "%FF%FE"] {
+        let r = api.post(id, "x").await;
+        assert_eq!(r.status, 400, "{id}");
+        assert_eq!(r.error_type.as_deref(), Some("BadRequestException"));
+        assert!(r.request_id.is_some());
+    }
+    // A well-formed id nobody holds: 410.
+    let unknown = gangway_broker::ConnectionId::generate(gangway_broker::NodeTag::of("x"))
+        .expect("rng")
+        .to_string();
+    for method in [Method::POST, Method::GET, Method::DELETE] {
+        let r = api
+            .stage("prod")
+            .request(method.clone(), &format!("/@connections/{unknown}"), "")
+            .await;
+        assert_eq!(r.status, 410, "{method}");
+        assert_eq!(r.error_type.as_deref(), Some("GoneException"));
+    }
+    // Another stage: 403 as on AWS; unknown path: 404; wrong method: 405 — all JSON.
+    let r = api.stage("dev").get(&unknown).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_type.as_deref(), Some("ForbiddenException"));
+    let r = api.request(Method::GET, "/nothing/here", "").await;
+    assert_eq!(r.status, 404);
+    let _ = r.json();
+    let r = api
+        .request(Method::PUT, &format!("/@connections/{unknown}"), "")
+        .await;
+    assert_eq!(r.status, 405);
+    let r = api.request(Method::GET, "/healthz", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.request_id.is_some());
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_push_is_413() {
+    let node = node(&format!(
+        "{ECHO}[limits]\nmax_message_bytes = 1000\nmax_frame_bytes = 1000\n"
+    ))
+    .await;
+    let (mut ws, id) = connect_with_id(&node).await;
+    let api = Control::of(&node);
+    let r = api.post(&id, vec![b'a'; 1001]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error_type.as_deref(), Some("PayloadTooLargeException"));
+    assert_eq!(api.post(&id, vec![b'a'; 1000]).await.status, 200);
+    assert_eq!(next_message(&mut ws).await.len(), 1000);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_required_when_configured() {
+    let node = node(&format!("{ECHO}[control]\ntokens = [\"token-one-1234\"]\n")).await;
+    let (mut ws, id) = connect_with_id(&node).await;
+    let api = Control::of(&node);
+    assert_eq!(api.post(&id, "x").await.status, 401);
+    let r = api.bearer("wrong-token").post(&id, "x").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_type.as_deref(), Some("ForbiddenException"));
+    let r = http()
+        .post(format!("{}/@connections/{id}", control_url(&node)))
+        .header("Authorization", "AWS4-HMAC-SHA256 Credential=x/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host, Signature=00")
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status(),
+        403,
+        "an unverifiable signature is never accepted"
+    );
+    assert_eq!(
+        api.bearer("token-one-1234").post(&id, "ok").await.status,
+        200
+    );
+    assert_eq!(next_message(&mut ws).await, Message::text("ok"));
+    // Probes need no credentials.
+    assert_eq!(api.request(Method::GET, "/healthz", "").await.status, 200);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_send_queue_answers_429_and_disconnects_the_slow_client() {
+    let node = node(&format!(
+        "{ECHO}[limits]\nmax_message_bytes = 16384\nmax_frame_bytes = 16384\nsend_queue_max_bytes = 65536\nwrite_timeout_secs = 1\n"
+    ))
+    .await;
+    // A client that never reads: the kernel buffers fill, then the outbox.
+    let (ws, id) = connect_with_id(&node).await;
+    let payload = bytes::Bytes::from(vec![b'x'; 16384]);
+    let mut limited = false;
+    for _ in 0..20_000 {
+        match node.broker.post_to_connection(&id, payload.clone()).await {
+            Ok(()) => tokio::task::yield_now().await,
+            Err(gangway_broker::ConnectionError::LimitExceeded) => {
+                limited = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(limited, "the queue never filled");
+    // Through HTTP, the same connection now answers 429 or (once closing) 410.
+    let status = Control::of(&node).post(&id, "x").await.status;
+    assert!(status == 410 || status == 429, "{status}");
+    eventually("slow consumer disconnected", || {
+        node.broker.connection_count() == 0
+    })
+    .await;
+    let metrics = node.broker.metrics().render();
+    assert!(
+        metrics.contains("gangway_outbound_dropped_total{reason=\"queue_full\"}"),
+        "{metrics}"
+    );
+    drop(ws);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served() {
+    let node = node(ECHO).await;
+    let (_ws, id) = connect_with_id(&node).await;
+    let api = Control::of(&node);
+    api.post(&id, "x").await;
+    let text = api.request(Method::GET, "/metrics", "").await.body;
+    assert!(text.contains("gangway_connections 1"), "{text}");
+    assert!(
+        text.contains(
+            "gangway_control_requests_total{operation=\"PostToConnection\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    node.shutdown().await;
+}
