@@ -939,7 +939,7 @@ up with `[]`, peak RSS (`VmHWM`) before and after one 16 MiB body):
 | the same nested in one item's `data` (that item 413) | +1 644 MB (98.0×) | +17.1 MB (1.02×) |
 
 The peak is the body itself (actix's buffer): a 16 MiB batch now raises peak RSS by 1.03× its
-size. The test `tests/security.rs` `a_huge_batch_costs_a_small_multiple_of_its_size` holds it
+size. The test `tests/integration/security.rs` `a_huge_batch_costs_a_small_multiple_of_its_size` holds it
 under 4× (debug build).
 
 **Route selection on a large message** (`cargo bench -p gangway-benches --bench hot_paths --

@@ -3,9 +3,13 @@
 
 use std::net::SocketAddr;
 
-use gangway_broker::{Broker, BrokerError, Config};
+pub mod config;
+
+use gangway_broker::{Broker, BrokerError};
 use gangway_control_api::ServerOptions;
 use tokio::task::JoinHandle;
+
+pub use config::GatewayConfig;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +70,7 @@ impl Node {
     ///
     /// # Errors
     /// Fails when a listener cannot be bound or the broker cannot be built.
-    pub async fn start(config: Config) -> Result<Node, StartError> {
+    pub async fn start(config: GatewayConfig) -> Result<Node, StartError> {
         let ws_addr = config.listen.websocket;
         let control_addr = config.listen.control;
         let ws_listener = bind_websocket(ws_addr).map_err(|source| StartError::Bind {
@@ -89,18 +93,24 @@ impl Node {
         };
         let websocket_addr = bound(ws_listener.local_addr(), "websocket", ws_addr)?;
         let control_local = bound(control_listener.local_addr(), "control", control_addr)?;
-        let broker = Broker::new(config)?;
+        let broker = Broker::new(config.broker)?;
         // Join the cluster before serving, so connections are recorded from the first one.
         if !broker.wait_joined(std::time::Duration::from_secs(3)).await {
             tracing::warn!("Redis did not answer: serving local traffic; cross-node calls answer 503 until it does");
         }
-        let server =
-            gangway_control_api::serve(broker.clone(), control_listener, ServerOptions::default())
-                .map_err(|source| StartError::Bind {
-                    which: "control",
-                    addr: control_addr,
-                    source,
-                })?;
+        let server = gangway_control_api::serve(
+            broker.clone(),
+            control_listener,
+            ServerOptions {
+                control: config.control,
+                ..ServerOptions::default()
+            },
+        )
+        .map_err(|source| StartError::Bind {
+            which: "control",
+            addr: control_addr,
+            source,
+        })?;
         let control = server.handle();
         let control_task = tokio::spawn(server);
         let b = broker.clone();

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gangway::Node;
-use gangway_broker::config::LogFormat;
+use gangway::config::LogFormat;
+use gangway::{GatewayConfig, Node};
 use gangway_broker::{Config, ConfigBuilder};
 
 /// Exit status for an invalid configuration (EX_USAGE).
@@ -48,7 +48,7 @@ struct Cli {
     check: bool,
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Result<Config, gangway_broker::ConfigError>> {
+fn load_config(cli: &Cli) -> anyhow::Result<Result<GatewayConfig, gangway_broker::ConfigError>> {
     let mut builder = ConfigBuilder::new();
     let mut embedded_default = true;
     if let Some(path) = &cli.config {
@@ -72,16 +72,16 @@ fn load_config(cli: &Cli) -> anyhow::Result<Result<Config, gangway_broker::Confi
             builder.set(section, key, toml::Value::String(v.clone()));
         }
     }
-    Ok(builder.build().map(|mut config| {
+    Ok(GatewayConfig::build(builder).map(|mut config| {
         // No file at all: the embedded default node, whose $default route echoes.
-        if embedded_default && config.routes.is_empty() {
-            config.routes = Config::embedded_default().routes;
+        if embedded_default && config.broker.routes.is_empty() {
+            config.broker.routes = Config::embedded_default().routes;
         }
         config
     }))
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &GatewayConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let node = Node::start(config).await?;
     wait_for_signal().await?;
     tracing::info!("signal received: draining (a second signal exits at once)");

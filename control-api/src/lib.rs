@@ -3,28 +3,29 @@
 //! listener.
 //!
 //! Layout: [`path`] parses request paths (AWS's `@`/`%40` and encoded ids); [`routes`] maps
-//! them to operations (and feeds [`openapi`]); [`auth`] checks bearer tokens and [`sigv4`]
-//! signatures; [`batch`] runs `@batch`; [`error`] is the one error shape; this file wires them
-//! into actix-web.
+//! them to operations (and feeds [`openapi`]) and holds a handler file per resource
+//! (`connections`, `channels`, `broadcast`, `batch`, `probes`); [`auth`] checks callers
+//! ([`auth::bearer`] tokens, [`auth::sigv4`] signatures, or local-only); [`body`] reads bodies
+//! within bounds; [`config`] is `[control]`; [`error`] is the one error shape and the one table
+//! from broker errors to statuses; this file wires them into actix-web.
 //!
-//! Every response carries `x-amzn-RequestId`. Broker calls are synchronous and never wait on a
-//! WebSocket client, so a slow client cannot stall the control API.
+//! Every response carries `x-amzn-RequestId`. Broker calls are `async`: they may wait for another
+//! node's answer through Redis (at most `rpc_timeout_ms`) but never on a WebSocket client, so a
+//! slow client cannot stall the control API.
 
 pub mod auth;
-pub mod batch;
 pub mod body;
+pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod path;
 pub mod routes;
-pub mod sigv4;
 
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use chrono::{TimeZone, Utc};
 use gangway_broker::request_id;
 use gangway_broker::Broker;
 
@@ -35,15 +36,21 @@ use crate::path::ControlPath;
 use crate::routes::Op;
 
 /// Options of the control server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// actix worker threads.
     pub workers: usize,
+    /// `[control]`: who may call.
+    pub control: config::ControlConfig,
 }
 
 impl Default for ServerOptions {
+    /// Two workers; no credentials (local callers only).
     fn default() -> Self {
-        ServerOptions { workers: 2 }
+        ServerOptions {
+            workers: 2,
+            control: config::ControlConfig::default(),
+        }
     }
 }
 
@@ -58,7 +65,11 @@ pub fn serve(
     options: ServerOptions,
 ) -> std::io::Result<Server> {
     let budget = UnverifiedBudget::new(broker.config().limits.max_batch_bytes);
-    let data = web::Data::new(State { broker, budget });
+    let data = web::Data::new(State {
+        broker,
+        control: options.control,
+        budget,
+    });
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -74,6 +85,8 @@ pub fn serve(
 /// What every request handler shares.
 struct State {
     broker: Broker,
+    /// `[control]`.
+    control: config::ControlConfig,
     /// Bodies read before their SigV4 signature can be checked.
     budget: UnverifiedBudget,
 }
@@ -121,86 +134,19 @@ async fn run(
     let body = if op.is_public() {
         // Probes and scrapers need no credentials; without any configured, they too must be
         // local programs (no DNS rebinding to read metrics from a web page).
-        if !broker.config().control.requires_auth() {
+        if !state.control.requires_auth() {
             auth::check_local(req)?;
         }
         Bytes::new()
     } else {
         authenticated_body(req, payload, state, op).await?
     };
-    let query = req.query_string();
-    match (op, target) {
-        (Op::Health, _) => Ok(json_response(200, r#"{"status":"ok"}"#.into())),
-        (Op::Ready, _) => Ok(match broker.not_ready_reason() {
-            Some(reason) => json_response(
-                503,
-                serde_json::json!({"status": "not ready", "reason": reason}).to_string(),
-            ),
-            None => json_response(200, r#"{"status":"ready"}"#.into()),
-        }),
-        (Op::Metrics, _) => Ok(HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(broker.metrics().render())),
-        (Op::OpenApi, _) => Ok(json_response(200, openapi::document().to_string())),
-        (Op::PostToConnection, ControlPath::Connection(id)) => {
-            broker.post_to_connection(&id, body).await?;
-            Ok(HttpResponse::Ok().finish())
-        }
-        (Op::GetConnection, ControlPath::Connection(id)) => get_connection(broker, &id).await,
-        (Op::DeleteConnection, ControlPath::Connection(id)) => {
-            let (code, reason) = close_params(query)?;
-            broker
-                .delete_connection(&id, code, reason.as_deref())
-                .await?;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        (Op::Subscribe, ControlPath::ConnectionChannel(id, channel)) => {
-            broker.subscribe(&id, &channel).await?;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        (Op::Unsubscribe, ControlPath::ConnectionChannel(id, channel)) => {
-            broker.unsubscribe(&id, &channel).await?;
-            Ok(HttpResponse::NoContent().finish())
-        }
-        (Op::Publish, ControlPath::Channel(channel)) => {
-            let exclude = query_param(query, "exclude");
-            let fan = broker.publish(&channel, &body, exclude.as_deref()).await?;
-            Ok(json_response(200, fan_out_body(&fan)))
-        }
-        (Op::GetChannel, ControlPath::Channel(channel)) => {
-            let n = broker.subscriber_count(&channel).await?;
-            Ok(json_response(200, format!(r#"{{"subscribers":{n}}}"#)))
-        }
-        (Op::Broadcast, _) => {
-            let exclude = query_param(query, "exclude");
-            let fan = broker.broadcast(&body, exclude.as_deref()).await?;
-            Ok(json_response(200, fan_out_body(&fan)))
-        }
-        (Op::Batch, _) => Ok(json_response(
-            200,
-            batch::run(broker, &body).await?.to_string(),
-        )),
-        // `routes::resolve` only pairs operations with their own paths.
-        _ => Err(ApiError::not_found()),
-    }
-}
-
-/// `{"recipients": N}`, plus `"cluster": "unavailable"` when other nodes could not be reached.
-fn fan_out_body(fan: &gangway_broker::FanOut) -> String {
-    let mut body = serde_json::json!({ "recipients": fan.recipients });
-    if fan.cluster_failed {
-        body["cluster"] = "unavailable".into();
-    }
-    body.to_string()
-}
-
-fn json_response(status: u16, body: String) -> HttpResponse {
-    HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status)
-            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .content_type("application/json")
-    .body(body)
+    let call = routes::Call {
+        broker,
+        body,
+        query: req.query_string(),
+    };
+    op.run(call, target).await
 }
 
 /// Checks the caller from the headers, then reads the body (bounded in size and time) and,
@@ -218,8 +164,8 @@ async fn authenticated_body(
         Op::Batch => config.limits.max_batch_bytes,
         _ => 0,
     };
-    let timeout = Duration::from_secs(config.control.body_timeout_secs);
-    match auth::authenticate(req, &config.control)? {
+    let timeout = Duration::from_secs(state.control.body_timeout_secs);
+    match auth::authenticate(req, &state.control)? {
         Caller::Local | Caller::Bearer => body::read(req, payload, limit, timeout).await,
         Caller::SigV4(pre) => {
             let declared = body::declared_length(req)?;
@@ -232,44 +178,4 @@ async fn authenticated_body(
             Ok(body)
         }
     }
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn close_params(query: &str) -> Result<(Option<u16>, Option<String>), ApiError> {
-    let code = match query_param(query, "code") {
-        None => None,
-        Some(v) => Some(
-            v.parse::<u16>()
-                .map_err(|_| ApiError::bad_request(format!("code must be a number, not {v:?}")))?,
-        ),
-    };
-    Ok((code, query_param(query, "reason")))
-}
-
-async fn get_connection(broker: &Broker, id: &str) -> Result<HttpResponse, ApiError> {
-    let info = broker.get_connection(id).await?;
-    let mut identity = serde_json::json!({ "sourceIp": info.source_ip });
-    if let Some(ua) = info.user_agent {
-        identity["userAgent"] = serde_json::Value::String(ua);
-    }
-    let body = serde_json::json!({
-        "connectedAt": rfc3339(info.connected_at_ms),
-        "identity": identity,
-        "lastActiveAt": rfc3339(info.last_active_at_ms),
-    });
-    Ok(json_response(200, body.to_string()))
-}
-
-/// RFC 3339 with milliseconds, as AWS writes GetConnection times.
-fn rfc3339(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(items) = gangway_control_api::batch::parse(data, 100, 1024) {
+    if let Ok(items) = gangway_control_api::routes::batch::parse(data, 100, 1024) {
         assert!(items.len() <= 100);
     }
 });

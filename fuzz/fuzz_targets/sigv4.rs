@@ -2,8 +2,8 @@
 //! arbitrary header values, paths and queries (fields split at NUL bytes).
 #![no_main]
 
-use gangway_broker::config::AwsCredential;
-use gangway_control_api::sigv4::{self, SignedHead};
+use gangway_control_api::config::AwsCredential;
+use gangway_control_api::auth::sigv4::{self, SignedHead};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -54,7 +54,10 @@ async fn echo_backend() -> Backend {
 #[tokio::test]
 async fn embedded_default_echoes_text_and_binary_byte_exact() {
     let node = gangway::Node::start({
-        let mut c = gangway_broker::Config::embedded_default();
+        let mut c = gangway::GatewayConfig {
+            broker: gangway_broker::Config::embedded_default(),
+            ..Default::default()
+        };
         c.listen.websocket = "127.0.0.1:0".parse().expect("addr");
         c.listen.control = "127.0.0.1:0".parse().expect("addr");
         c

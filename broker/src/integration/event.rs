@@ -1,6 +1,7 @@
 //! The event a backend receives: AWS's Lambda-proxy event for WebSocket APIs, field for field.
 //!
-//! Presence rules follow AWS's captured events (the AWS WebSocket API reference, §3):
+//! Presence rules follow events AWS delivers, as captured in public fixtures (aws-lambda-go's
+//! `events/testdata/apigw-websocket-request*.json`) and AWS's guide (<https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-websocket-api-mapping-template-reference.html>):
 //! `messageId` and `body` only on MESSAGE; client `headers` and query parameters only on
 //! CONNECT; AWS's fixed header set on DISCONNECT; `disconnectStatusCode`/`disconnectReason`
 //! only on DISCONNECT; `connectedAt` and `requestTimeEpoch` always, as numbers;

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use gangway::Node;
-use gangway_broker::{Config, ConfigBuilder};
+use gangway::{GatewayConfig, Node};
+use gangway_broker::ConfigBuilder;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -39,13 +39,13 @@ pub async fn node(toml: &str) -> Node {
 }
 
 /// Parses test TOML with ephemeral listeners and the test secret.
-pub fn config(toml: &str) -> Config {
+pub fn config(toml: &str) -> GatewayConfig {
     let mut b = ConfigBuilder::new()
         .file("secret", &format!("[api]\nwebhook_secret = \"{SECRET}\"\n"))
         .file("test", toml);
     b.set("listen", "websocket", "127.0.0.1:0".into());
     b.set("listen", "control", "127.0.0.1:0".into());
-    b.build().expect("valid test config")
+    GatewayConfig::build(b).expect("valid test config")
 }
 
 /// The WebSocket URL of a node, with `path`.

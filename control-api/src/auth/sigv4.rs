@@ -18,8 +18,8 @@
 //! An unknown access key and a wrong signature are the same error to the caller
 //! ([`SigV4Error::client_message`]), so key ids cannot be enumerated.
 
+use crate::config::AwsCredential;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use gangway_broker::config::AwsCredential;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 

@@ -1,8 +1,22 @@
-//! The control API's operations and the table of routes that reach them. The dispatcher
-//! resolves requests through [`resolve`]; the OpenAPI document is generated from [`ROUTES`];
-//! a test checks that the two agree.
+//! The control API's operations, the table of routes that reach them, and their handlers, one
+//! file per resource: [`connections`] (AWS's `@connections`), [`channels`], [`broadcast`],
+//! [`batch`], [`probes`] (health, readiness, metrics, OpenAPI). The dispatcher resolves requests
+//! through [`resolve`] and calls [`Op::run`]; the OpenAPI document is generated from
+//! [`ROUTES`]; a test checks that the two agree.
+//!
+//! A new endpoint: an [`Op`], its row in [`ROUTES`], and its arm in [`Op::run`] calling a handler
+//! in the file of its resource.
+
+pub mod batch;
+pub mod broadcast;
+pub mod channels;
+pub mod connections;
+pub mod probes;
 
 use actix_web::http::Method;
+use actix_web::HttpResponse;
+use bytes::Bytes;
+use gangway_broker::Broker;
 
 use crate::error::ApiError;
 use crate::path::ControlPath;
@@ -248,6 +262,77 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         }
     };
     Ok(op)
+}
+
+/// What a handler gets: the node, the (authenticated, bounded) body and the raw query string.
+pub struct Call<'a> {
+    /// The node.
+    pub broker: &'a Broker,
+    /// The request body (empty for operations without one).
+    pub body: Bytes,
+    /// The query string, undecoded.
+    pub query: &'a str,
+}
+
+impl Call<'_> {
+    /// The first value of query parameter `name`, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+impl Op {
+    /// Runs the operation on its target (the path `resolve` paired it with).
+    pub async fn run(self, call: Call<'_>, target: ControlPath) -> Result<HttpResponse, ApiError> {
+        match (self, target) {
+            (Op::Health, _) => Ok(probes::health()),
+            (Op::Ready, _) => Ok(probes::ready(call.broker)),
+            (Op::Metrics, _) => Ok(probes::metrics(call.broker)),
+            (Op::OpenApi, _) => Ok(probes::openapi()),
+            (Op::PostToConnection, ControlPath::Connection(id)) => {
+                connections::post(call, &id).await
+            }
+            (Op::GetConnection, ControlPath::Connection(id)) => connections::get(call, &id).await,
+            (Op::DeleteConnection, ControlPath::Connection(id)) => {
+                connections::delete(call, &id).await
+            }
+            (Op::Subscribe, ControlPath::ConnectionChannel(id, channel)) => {
+                channels::subscribe(call, &id, &channel).await
+            }
+            (Op::Unsubscribe, ControlPath::ConnectionChannel(id, channel)) => {
+                channels::unsubscribe(call, &id, &channel).await
+            }
+            (Op::Publish, ControlPath::Channel(channel)) => channels::publish(call, &channel).await,
+            (Op::GetChannel, ControlPath::Channel(channel)) => {
+                channels::count(call, &channel).await
+            }
+            (Op::Broadcast, _) => broadcast::broadcast(call).await,
+            (Op::Batch, _) => batch::handle(call).await,
+            // `resolve` only pairs operations with their own paths.
+            _ => Err(ApiError::not_found()),
+        }
+    }
+}
+
+/// A JSON answer with `status`.
+pub fn json_response(status: u16, body: String) -> HttpResponse {
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type("application/json")
+    .body(body)
+}
+
+/// `{"recipients": N}`, plus `"cluster": "unavailable"` when other nodes could not be reached.
+pub fn fan_out_body(fan: &gangway_broker::FanOut) -> String {
+    let mut body = serde_json::json!({ "recipients": fan.recipients });
+    if fan.cluster_failed {
+        body["cluster"] = "unavailable".into();
+    }
+    body.to_string()
 }
 
 #[cfg(test)]

@@ -258,6 +258,12 @@ fn data_bytes(fields: &Fields<'_>, max: usize) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(data))
 }
 
+/// `POST /@batch`: one result per item (see [`run`]).
+pub async fn handle(call: super::Call<'_>) -> Result<actix_web::HttpResponse, ApiError> {
+    let results = run(call.broker, &call.body).await?;
+    Ok(super::json_response(200, results.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! Control-API credentials: bearer tokens from `[control] tokens`, and AWS SigV4 signatures
-//! checked against `[[control.aws_credentials]]` (see [`crate::sigv4`]).
+//! checked against `[[control.aws_credentials]]` (see [`sigv4`]; bearer tokens: [`bearer`]).
 //!
 //! With no credentials configured, the control listener may only bind to loopback (see the
 //! config validation), and every request must look like it came from a local program, not a
@@ -10,11 +10,14 @@
 //! A request whose credentials cannot be verified is refused, never let through. Everything a
 //! SigV4 signature says about the request except the body is checked before the body is read.
 
+use crate::config::ControlConfig;
 use actix_web::HttpRequest;
-use gangway_broker::config::ControlConfig;
 
 use crate::error::ApiError;
-use crate::sigv4::{self, constant_time_eq, Precheck, SignedHead};
+pub mod bearer;
+pub mod sigv4;
+
+use sigv4::{Precheck, SignedHead};
 
 /// Who a request was found to be, before its body is read.
 #[derive(Debug)]
@@ -55,16 +58,7 @@ pub fn authenticate(req: &HttpRequest, control: &ControlConfig) -> Result<Caller
         ));
     };
     if let Some(token) = authorization.strip_prefix("Bearer ") {
-        let token = token.trim().as_bytes();
-        return if control
-            .tokens
-            .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), token))
-        {
-            Ok(Caller::Bearer)
-        } else {
-            Err(ApiError::forbidden())
-        };
+        return bearer::check(token, &control.tokens).map(|()| Caller::Bearer);
     }
     if authorization.starts_with("AWS4-HMAC-SHA256") {
         let lookup = all_headers(req);
