@@ -73,7 +73,7 @@ pub fn serve(
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .default_service(web::to(handle))
+            .default_service(web::to(serve_request))
     })
     .workers(options.workers.max(1))
     .disable_signals()
@@ -92,7 +92,11 @@ struct State {
 }
 
 /// The single entry point: resolve the operation, check credentials, run it.
-async fn handle(req: HttpRequest, body: web::Payload, state: web::Data<State>) -> HttpResponse {
+async fn serve_request(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
     let broker = &state.broker;
     let rid = request_id();
     let target = path::parse(req.uri().path(), &broker.config().api.stage);

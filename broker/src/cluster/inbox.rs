@@ -46,7 +46,7 @@ pub(super) async fn read(
             continue;
         };
         match Msg::decode(payload) {
-            Ok(msg) => handle(&state, &cluster, msg),
+            Ok(msg) => on_message(&state, &cluster, msg),
             Err(e) => {
                 state
                     .metrics
@@ -67,7 +67,7 @@ fn count_in(state: &NodeState, kind: &str) {
         .inc();
 }
 
-fn handle(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
+fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
     match msg {
         Msg::Request {
             req_id,

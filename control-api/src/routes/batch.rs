@@ -259,7 +259,7 @@ fn data_bytes(fields: &Fields<'_>, max: usize) -> Result<Bytes, ApiError> {
 }
 
 /// `POST /@batch`: one result per item (see [`run`]).
-pub async fn handle(call: super::Call<'_>) -> Result<actix_web::HttpResponse, ApiError> {
+pub async fn post(call: super::Call<'_>) -> Result<actix_web::HttpResponse, ApiError> {
     let results = run(call.broker, &call.body).await?;
     Ok(super::json_response(200, results.to_string()))
 }

@@ -309,7 +309,7 @@ impl Op {
                 channels::count(call, &channel).await
             }
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
-            (Op::Batch, _) => batch::handle(call).await,
+            (Op::Batch, _) => batch::post(call).await,
             // `resolve` only pairs operations with their own paths.
             _ => Err(ApiError::not_found()),
         }
