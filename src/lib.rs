@@ -2,10 +2,12 @@
 //! stops them in order. The `gangway` binary and the integration tests both start nodes here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub mod config;
 
 use gangway_broker::{Broker, BrokerError};
+use gangway_control_api::peer::HttpWitness;
 use gangway_control_api::ServerOptions;
 use tokio::task::JoinHandle;
 
@@ -27,6 +29,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The HTTP client for peer checks could not be built.
+    #[error("cannot build the peer-check HTTP client: {0}")]
+    PeerClient(String),
 }
 
 /// Listen backlog of the public listener: connection bursts must not overflow the SYN queue.
@@ -93,7 +98,24 @@ impl Node {
         };
         let websocket_addr = bound(ws_listener.local_addr(), "websocket", ws_addr)?;
         let control_local = bound(control_listener.local_addr(), "control", control_addr)?;
+        let control_url = config.broker.cluster.control_url.clone();
         let broker = Broker::new(config.broker)?;
+        if broker.cluster_health().is_some() {
+            // Where peers reach this node when one of them loses Redis (see ARCHITECTURE.md,
+            // "The $disconnect contract").
+            match control_url.or_else(|| {
+                (!control_local.ip().is_unspecified()).then(|| format!("http://{control_local}"))
+            }) {
+                Some(url) => {
+                    let witness = HttpWitness::new(&config.control)
+                        .map_err(|e| StartError::PeerClient(e.to_string()))?;
+                    broker.enable_peer_checks(url, Arc::new(witness));
+                }
+                None => tracing::warn!(
+                    "peer checks off: the control API listens on an unspecified address; set cluster.control_url so other nodes can reach it"
+                ),
+            }
+        }
         // Join the cluster before serving, so connections are recorded from the first one.
         if !broker.wait_joined(std::time::Duration::from_secs(3)).await {
             tracing::warn!("Redis did not answer: serving local traffic; cross-node calls answer 503 until it does");

@@ -24,6 +24,7 @@ mod fanout;
 mod integration;
 pub mod metrics;
 mod ops;
+pub mod peer;
 mod selection;
 mod state;
 mod ws;
@@ -241,15 +242,31 @@ impl Broker {
         }
     }
 
-    /// Why the node is not ready, if it is not: draining, or Redis unreachable.
+    /// Why the node is not ready, if it is not: draining, fenced, or Redis unreachable.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.is_shutting_down() {
             Some("draining")
+        } else if self.state.cluster().is_some_and(|c| c.is_fenced()) {
+            Some("fenced: cut off from Redis while other nodes reach it")
         } else if self.state.cluster().is_some_and(|c| !c.is_up()) {
             Some("redis unreachable")
         } else {
             None
         }
+    }
+
+    /// In cluster mode, lets this node ask its peers — and be asked — whether they reach Redis
+    /// when it loses Redis (see [`peer`]). `control_url` is where peers reach this node's
+    /// control API. Without it a node that loses Redis keeps serving, whatever the cause.
+    pub fn enable_peer_checks(&self, control_url: String, witness: Arc<dyn peer::PeerWitness>) {
+        if let Some(c) = self.state.cluster() {
+            c.set_witness(control_url, witness);
+        }
+    }
+
+    /// What this node says of its cluster membership; `None` on a single node.
+    pub fn cluster_health(&self) -> Option<peer::ClusterHealth> {
+        self.state.cluster().map(|c| c.health())
     }
 
     /// Runs `op` on connection `id`: here when this node owns it, else on its owner through the

@@ -39,6 +39,12 @@ pub struct Metrics {
     pub cluster_dropped_total: IntCounterVec,
     /// `gangway_cluster_reaped_connections_total`: connections of dead nodes this node reaped.
     pub cluster_reaped_total: IntCounter,
+    /// `gangway_cluster_fenced`: 1 while this node is fenced (cut off from Redis while its peers
+    /// reach it: clients closed with 1012, upgrades refused).
+    pub cluster_fenced: IntGauge,
+    /// `gangway_cluster_fenced_connections_total`: connections this node closed because it was
+    /// fenced, or because it found, when Redis answered again, that a survivor had reaped it.
+    pub cluster_fenced_connections_total: IntCounter,
     /// `gangway_messages_written_through_total`: fan-out frames sent straight to a socket by
     /// the publisher (also counted in `messages_sent_total`).
     pub messages_written_through_total: IntCounter,
@@ -134,6 +140,16 @@ impl Metrics {
                 "Connections of dead nodes this node sent $disconnect for",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            cluster_fenced: IntGauge::new(
+                "gangway_cluster_fenced",
+                "1 while this node is fenced: cut off from Redis while its peers reach it",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            cluster_fenced_connections_total: IntCounter::new(
+                "gangway_cluster_fenced_connections_total",
+                "Connections closed because this node was fenced or found itself reaped",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             messages_written_through_total: IntCounter::new(
                 "gangway_messages_written_through_total",
                 "Fan-out frames the publisher wrote straight to a client's socket",
@@ -157,6 +173,8 @@ impl Metrics {
             Box::new(m.cluster_messages_total.clone()),
             Box::new(m.cluster_dropped_total.clone()),
             Box::new(m.cluster_reaped_total.clone()),
+            Box::new(m.cluster_fenced.clone()),
+            Box::new(m.cluster_fenced_connections_total.clone()),
             Box::new(m.messages_written_through_total.clone()),
         ];
         for c in collectors {

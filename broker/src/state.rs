@@ -20,6 +20,7 @@ use crate::fanout::channels::Channels;
 use crate::fanout::write_through::WriteThrough;
 use crate::integration::Routes;
 use crate::metrics::Metrics;
+use crate::peer::{ClusterHealth, PeerWitness};
 
 /// Per-connection read buffer. tungstenite's default is 128 KiB, allocated eagerly; small keeps
 /// idle connections cheap, and larger messages simply take more reads.
@@ -33,6 +34,14 @@ pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
     /// True while Redis answers.
     fn is_up(&self) -> bool;
+    /// True while the node is fenced: it lost Redis while its peers reach it, so it closed its
+    /// clients and refuses new ones until Redis answers it again.
+    fn is_fenced(&self) -> bool;
+    /// What the node says of its membership when a peer asks.
+    fn health(&self) -> ClusterHealth;
+    /// Lets the node ask its peers (and be asked) when it loses Redis: `control_url` is where
+    /// peers reach this node's control API.
+    fn set_witness(&self, control_url: String, witness: Arc<dyn PeerWitness>);
     /// Waits (at most `limit`) until the node has joined; whether it did.
     fn wait_joined(&self, limit: std::time::Duration) -> BoxFuture<'_, bool>;
     /// Makes the node's Redis subscription to `channel` match whether it has local
@@ -102,6 +111,11 @@ impl NodeState {
     /// The cluster, if any.
     pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
         self.cluster.get()
+    }
+
+    /// True while the node refuses upgrades: it is draining, or fenced.
+    pub(crate) fn refuses_upgrades(&self) -> bool {
+        self.shutdown.is_cancelled() || self.cluster().is_some_and(|c| c.is_fenced())
     }
 
     /// The cluster, when `id` belongs to another node and clustering is on.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod path;
+pub mod peer;
 pub mod routes;
 
 use std::time::Duration;

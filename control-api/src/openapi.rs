@@ -167,6 +167,17 @@ fn responses(op: Op) -> Value {
         Op::GetChannel => {
             r.insert("200".into(), ok(Some("Subscribers"), "subscriber count"));
         }
+        Op::DescribeNode => {
+            r.insert(
+                "200".into(),
+                json!({"description": "this node's cluster membership",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "nodeId": {"type": "string"},
+                    "cluster": {"type": "boolean"},
+                    "redis": {"type": "string", "enum": ["up", "down", "none"]},
+                    "fenced": {"type": "boolean"}}}}}}),
+            );
+        }
         Op::Batch => {
             r.insert("200".into(), json!({"description": "one result per item, in order",
                 "content": {"application/json": {"schema": {"type": "object", "properties": {

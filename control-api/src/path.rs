@@ -27,6 +27,8 @@ pub enum ControlPath {
     Broadcast,
     /// `@batch`.
     Batch,
+    /// `@node`: this node's cluster membership (the peer check).
+    Node,
     /// A path under a stage other than the configured one (AWS answers 403).
     WrongStage,
     /// A segment that is not valid percent-encoded UTF-8, or empty.
@@ -76,6 +78,7 @@ fn at_path(rest: &[&str]) -> ControlPath {
         },
         [b] if at(b, "broadcast") => ControlPath::Broadcast,
         [b] if at(b, "batch") => ControlPath::Batch,
+        [n] if at(n, "node") => ControlPath::Node,
         _ => ControlPath::Unknown,
     }
 }

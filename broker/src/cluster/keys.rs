@@ -6,6 +6,8 @@
 //! | `gangway:node:{tag}` | string with TTL | the node's liveness (refreshed every heartbeat) |
 //! | `gangway:conns:{tag}` | hash | connection id → record, the node's open connections |
 //! | `gangway:reap:{tag}` | string with TTL | the survivor reaping a dead node (SET NX) |
+//! | `gangway:reaped:{tag}` | string, 1 h TTL | tombstone: a survivor started reaping this node |
+//! | `gangway:control` | hash | node tag → control URL, for peer checks |
 //! | `gangway:n:{tag}` | channel | the node's inbox: requests to it and answers for it |
 //! | `gangway:c:{channel}` | channel | publishes to a Gangway channel |
 //! | `gangway:all` | channel | broadcasts and subscriber-count queries |
@@ -31,6 +33,15 @@ pub fn conns(tag: impl Display) -> String {
 pub fn reap(tag: impl Display) -> String {
     format!("gangway:reap:{tag}")
 }
+
+/// The tombstone a reaper leaves on a node it reaps (the node, if it comes back, closes the
+/// connections the backend was told are gone).
+pub fn reaped(tag: impl Display) -> String {
+    format!("gangway:reaped:{tag}")
+}
+
+/// The members' control URLs (tag → URL).
+pub const CONTROL: &str = "gangway:control";
 
 /// A node's inbox channel.
 pub fn inbox(tag: impl Display) -> String {

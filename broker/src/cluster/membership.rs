@@ -6,12 +6,21 @@
 //!   list before its keys are deleted, so a reaper never sees it listed but silent while it
 //!   serves;
 //! - a connection is recorded while open and forgotten when its `$disconnect` is this node's
-//!   to send; after Redis comes back every open connection is recorded again.
+//!   to send; after Redis comes back every open connection is recorded again, and records of
+//!   connections closed meanwhile are removed;
+//! - a node that comes back after its lease may have lapsed checks for a reaper's tombstone
+//!   before anything else and, if it finds one, closes every connection it has (the backend
+//!   may have been told they are gone) before it records any again;
+//! - a node starting with records left by a previous run under its id sends their
+//!   `$disconnect` itself (the same `requestId` a reaper would use).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{keys, Cluster};
+use tokio::time::Instant;
+
+use super::{fence, keys, reaper, Cluster};
 use crate::conn::connection::Connection;
 use crate::state::NodeState;
 
@@ -63,8 +72,13 @@ pub(super) async fn register(cluster: &Cluster, conn: &Connection) {
     }
 }
 
-/// Forgets a connection that ended here.
+/// Forgets a connection that ended here. Skipped while Redis is down (the record is removed
+/// when Redis answers again; a reaper that finds it first sends a duplicate `$disconnect` with
+/// the same `requestId`).
 pub(super) async fn unregister(cluster: &Cluster, conn: &Connection) {
+    if !cluster.up.load(Ordering::Relaxed) {
+        return;
+    }
     let r = cluster
         .redis
         .query::<()>(
@@ -88,6 +102,13 @@ pub(super) async fn leave(cluster: &Cluster) {
             .query::<()>(
                 redis::cmd("HDEL")
                     .arg(keys::NODES)
+                    .arg(cluster.tag.to_string()),
+            )
+            .await?;
+        redis
+            .query::<()>(
+                redis::cmd("HDEL")
+                    .arg(keys::CONTROL)
                     .arg(cluster.tag.to_string()),
             )
             .await?;
@@ -116,11 +137,61 @@ async fn resubscribe_all(cluster: &Cluster) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// Refreshes the node's liveness every heartbeat; notices Redis going and coming back.
+/// One heartbeat's commands on the heartbeat's own connection: renew the liveness key, stay
+/// listed, publish where peers reach this node, and read where the live peers are.
+async fn beat(cluster: &Cluster, ttl_ms: u64) -> redis::RedisResult<Vec<String>> {
+    let redis = &cluster.beat;
+    let own = cluster.tag.to_string();
+    redis
+        .query::<()>(
+            redis::cmd("SET")
+                .arg(keys::node(cluster.tag))
+                .arg(&cluster.node_id)
+                .arg("PX")
+                .arg(ttl_ms),
+        )
+        .await?;
+    redis
+        .query::<()>(
+            redis::cmd("HSET")
+                .arg(keys::NODES)
+                .arg(&own)
+                .arg(&cluster.node_id),
+        )
+        .await?;
+    if let Some((url, _)) = cluster.witness.get() {
+        redis
+            .query::<()>(redis::cmd("HSET").arg(keys::CONTROL).arg(&own).arg(url))
+            .await?;
+    }
+    let listed: HashMap<String, String> = redis
+        .query(redis::cmd("HGETALL").arg(keys::CONTROL))
+        .await?;
+    let mut peers = Vec::with_capacity(listed.len());
+    for (tag, url) in listed {
+        // Only live peers: a dead one cannot answer, and would make a whole outage look like
+        // isolation.
+        if tag != own
+            && redis
+                .query::<i64>(redis::cmd("EXISTS").arg(keys::node(&tag)))
+                .await?
+                > 0
+        {
+            peers.push(url);
+        }
+    }
+    Ok(peers)
+}
+
+/// Refreshes the node's liveness every heartbeat; notices Redis going and coming back. Each
+/// beat's commands are bounded by one interval, so a black-holed connection cannot hang it
+/// past the fencing decision (see [`super::fence`]).
 pub(super) async fn heartbeat(state: Arc<NodeState>, cluster: Arc<Cluster>) {
-    let ttl_ms = cluster.settings.node_ttl.as_millis().max(1000) as u64;
-    let mut tick = tokio::time::interval(cluster.settings.heartbeat);
+    let s = &cluster.settings;
+    let ttl_ms = s.node_ttl.as_millis() as u64;
+    let mut tick = tokio::time::interval(s.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut joined = false;
     loop {
         tick.tick().await;
         // Beats go on while the node drains (its $disconnect events are its own to send), and
@@ -128,50 +199,108 @@ pub(super) async fn heartbeat(state: Arc<NodeState>, cluster: Arc<Cluster>) {
         if cluster.leaving.load(Ordering::Relaxed) {
             break;
         }
-        let beat = async {
-            cluster
-                .beat
-                .query::<()>(
-                    redis::cmd("SET")
-                        .arg(keys::node(cluster.tag))
-                        .arg(&cluster.node_id)
-                        .arg("PX")
-                        .arg(ttl_ms),
-                )
-                .await?;
-            cluster
-                .beat
-                .query::<()>(
-                    redis::cmd("HSET")
-                        .arg(keys::NODES)
-                        .arg(cluster.tag.to_string())
-                        .arg(&cluster.node_id),
-                )
-                .await
-        }
-        .await;
-        let was_up = cluster.up.load(Ordering::Relaxed);
-        match beat {
-            Ok(()) if !was_up => match resubscribe_all(&cluster).await {
-                Ok(()) => {
-                    cluster.set_up(true);
-                    // Redis may have restarted empty: record every open connection again.
-                    let mut open = Vec::new();
-                    state.registry.for_each(|c| open.push(Arc::clone(c)));
-                    for conn in &open {
-                        register(&cluster, conn).await;
-                    }
-                    tracing::info!(node_id = %cluster.node_id, connections = open.len(), "connected to Redis; subscriptions and connection records restored");
+        let sent = Instant::now();
+        let peers = match tokio::time::timeout(s.beat_timeout(), beat(&cluster, ttl_ms)).await {
+            Ok(Ok(peers)) => peers,
+            failed => {
+                if cluster.up.load(Ordering::Relaxed) {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer within one heartbeat interval".to_string(),
+                    };
+                    tracing::warn!(%error, "Redis unreachable: cross-node calls fail until it is back");
                 }
-                Err(e) => tracing::warn!(error = %e, "Redis answers, but subscribing failed"),
-            },
-            Ok(()) => {}
-            Err(e) => {
-                if was_up {
-                    tracing::warn!(error = %e, "Redis unreachable: cross-node calls fail until it is back");
-                }
+                cluster.lease().failed();
                 cluster.set_up(false);
+                continue;
+            }
+        };
+        let lapsed = {
+            let mut lease = cluster.lease();
+            let lapsed = lease.lapsed(sent, s);
+            if lapsed {
+                // Frozen or cut off past the TTL: the evidence from before is stale.
+                lease.failed();
+            }
+            lease.renewed(sent);
+            lapsed
+        };
+        *cluster
+            .peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
+        let was_up = cluster.up.load(Ordering::Relaxed);
+        let fenced = cluster.fenced.load(Ordering::Relaxed);
+        if !joined || !was_up || lapsed || fenced {
+            match rejoin(&state, &cluster, !joined).await {
+                Ok(()) => joined = true,
+                Err(e) => tracing::warn!(error = %e, "Redis answers, but rejoining failed"),
             }
         }
     }
+}
+
+/// After the first successful heartbeat, or the first after Redis was lost (or the node was
+/// frozen, or fenced): finds out whether a survivor reaped this node meanwhile — then closes
+/// every connection it has (their `$disconnect` carries the same fixed `requestId` as the
+/// reaper's) — restores subscriptions and connection records, and lifts the fence.
+async fn rejoin(
+    state: &Arc<NodeState>,
+    cluster: &Arc<Cluster>,
+    first: bool,
+) -> redis::RedisResult<()> {
+    let redis = &cluster.redis;
+    let tombstone = keys::reaped(cluster.tag);
+    let reaped = if first {
+        // A tombstone from a previous run with this node id: that run's records are handled
+        // below, nothing open here was reported.
+        false
+    } else {
+        redis
+            .query::<i64>(redis::cmd("EXISTS").arg(&tombstone))
+            .await?
+            > 0
+    };
+    if reaped {
+        let closed = fence::close_all(state);
+        cluster
+            .metrics
+            .cluster_fenced_connections_total
+            .inc_by(closed);
+        tracing::error!(node_id = %cluster.node_id, closed, "this node was reaped while cut off from Redis: its connections are closed (1012)");
+    }
+    redis.query::<()>(redis::cmd("DEL").arg(&tombstone)).await?;
+    resubscribe_all(cluster).await?;
+    cluster.set_up(true);
+    let mut open = Vec::new();
+    state.registry.for_each(|c| open.push(Arc::clone(c)));
+    let open_ids: HashSet<String> = open.iter().map(|c| c.id_text.to_string()).collect();
+    let recorded: HashMap<String, String> = redis
+        .query(redis::cmd("HGETALL").arg(keys::conns(cluster.tag)))
+        .await?;
+    let stale: Vec<(String, String)> = recorded
+        .into_iter()
+        .filter(|(id, _)| !open_ids.contains(id))
+        .collect();
+    if first {
+        // A previous run with this node id died with these open: their $disconnect is owed.
+        let reason = format!("Node restarted: {}", cluster.node_id);
+        reaper::deliver(state, cluster, None, stale, reason);
+    } else {
+        // Closed here while Redis was away: this node sent their $disconnect already.
+        for (id, _) in stale {
+            redis
+                .query::<()>(redis::cmd("HDEL").arg(keys::conns(cluster.tag)).arg(id))
+                .await?;
+        }
+    }
+    if !reaped {
+        // Redis may have restarted empty: record every open connection again.
+        for conn in &open {
+            register(cluster, conn).await;
+        }
+    }
+    fence::lift(cluster);
+    tracing::info!(node_id = %cluster.node_id, connections = open.len(), reaped, "connected to Redis; subscriptions and connection records restored");
+    Ok(())
 }

@@ -14,14 +14,18 @@
 //! - **Reaping** ([`reaper`]). Each node records its open connections in Redis; a survivor that
 //!   finds a dead node takes its reaping lock and sends `$disconnect` for each recorded
 //!   connection, removing each record once its event was delivered.
-//! - **Redis loss.** Local traffic goes on; cross-node calls fail fast; `/readyz` says so; when
-//!   Redis answers again the node re-subscribes to every channel it needs.
+//! - **Redis loss** ([`fence`]). Local traffic goes on; cross-node calls fail fast; `/readyz`
+//!   says so. Before its liveness key can expire, the node asks its peers directly whether they
+//!   reach Redis: one does — it is cut off alone and fences (closes its clients with 1012,
+//!   refuses upgrades); none does — Redis is down for everyone and it keeps serving. When Redis
+//!   answers again the node re-subscribes, and closes whatever a survivor reaped meanwhile.
 //!
 //! The rest of the node sees the cluster only through [`ClusterLink`]; this module imports the
 //! node's state, operations and fan-out, never the other way round. Key names live in
 //! [`keys`]; messages use the binary format of [`wire`]. Every task started here is tracked and
 //! stops when the node leaves.
 
+mod fence;
 mod inbox;
 mod keys;
 mod link;
@@ -49,6 +53,7 @@ use crate::conn::id::{ConnectionId, NodeTag};
 use crate::conn::op::{ConnOp, OpOutcome};
 use crate::error::{BrokerError, ConnectionError};
 use crate::metrics::Metrics;
+use crate::peer::{ClusterHealth, PeerWitness};
 use crate::state::{ClusterLink, NodeState};
 use link::RedisLink;
 use wire::Msg;
@@ -76,6 +81,47 @@ pub(crate) struct ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// Time kept in hand below the liveness TTL for Redis command latency, scheduling and clock
+    /// rates: a tenth of the TTL, at least 50 ms.
+    pub(crate) fn fence_margin(&self) -> Duration {
+        (self.node_ttl / 10).max(Duration::from_millis(50))
+    }
+
+    /// How long one peer question may take.
+    pub(crate) fn peer_timeout(&self) -> Duration {
+        self.heartbeat / 2
+    }
+
+    /// How long one heartbeat's Redis commands may take together: as long as a success still
+    /// vouches for Redis ([`Self::fresh_for`]), so a slow but working Redis (or a loaded node)
+    /// does not count as lost, while a black-holed one is given up on before the fencing
+    /// decision.
+    pub(crate) fn beat_timeout(&self) -> Duration {
+        self.fresh_for()
+    }
+
+    /// A node reaches Redis, as far as its peers and its own reaper are concerned, while its
+    /// last heartbeat succeeded this recently: as long as possible while a peer that lost Redis
+    /// at the same moment as this node (its last success at most one interval before this
+    /// node's) is already past it when asked — `ask_peers_after − heartbeat − margin`.
+    pub(crate) fn fresh_for(&self) -> Duration {
+        self.ask_peers_after()
+            .saturating_sub(self.heartbeat)
+            .saturating_sub(self.fence_margin())
+            .max(self.heartbeat)
+    }
+
+    /// How long after its last renewal was sent a node that could not renew asks its peers: the
+    /// answer (bounded by [`Self::peer_timeout`]) is in by `node_ttl − margin`, before any
+    /// survivor can find its liveness key expired.
+    pub(crate) fn ask_peers_after(&self) -> Duration {
+        self.node_ttl
+            .saturating_sub(self.fence_margin())
+            .saturating_sub(self.peer_timeout())
+    }
+}
+
+impl ClusterSettings {
     /// The settings of `config`, when it has a Redis URL.
     pub(crate) fn of(config: &crate::config::Config) -> Result<Option<Self>, BrokerError> {
         let c = &config.cluster;
@@ -89,7 +135,7 @@ impl ClusterSettings {
             })?),
             None => None,
         };
-        Ok(Some(ClusterSettings {
+        Ok(Some(Self {
             redis_url,
             mode: c.mode,
             seed_urls: c.seed_urls.clone(),
@@ -116,6 +162,14 @@ pub(crate) struct Cluster {
     calls: rpc::Calls,
     /// Channels this node is subscribed to in Redis; changes are serialized by this lock.
     interest: tokio::sync::Mutex<HashSet<String>>,
+    /// Set while the node is fenced (see [`fence`]).
+    fenced: AtomicBool,
+    /// When the heartbeat last succeeded, and since when Redis has answered.
+    lease: std::sync::Mutex<fence::Lease>,
+    /// The other members' control URLs, refreshed every heartbeat while Redis answers.
+    peers: std::sync::Mutex<Vec<String>>,
+    /// How this node asks its peers, and where they reach it; unset: it never fences.
+    witness: std::sync::OnceLock<(String, Arc<dyn PeerWitness>)>,
     /// Every task the cluster starts.
     tasks: TaskTracker,
     /// Cancelled when the node leaves: every task stops.
@@ -180,6 +234,10 @@ impl Cluster {
             leaving: AtomicBool::new(false),
             calls: rpc::Calls::default(),
             interest: tokio::sync::Mutex::new(HashSet::new()),
+            fenced: AtomicBool::new(false),
+            lease: std::sync::Mutex::new(fence::Lease::default()),
+            peers: std::sync::Mutex::new(Vec::new()),
+            witness: std::sync::OnceLock::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         });
@@ -189,6 +247,7 @@ impl Cluster {
             Arc::clone(&cluster),
         ));
         cluster.spawn(reaper::run(Arc::clone(state), Arc::clone(&cluster)));
+        cluster.spawn(fence::watch(Arc::clone(state), Arc::clone(&cluster)));
         Ok(cluster)
     }
 
@@ -201,6 +260,13 @@ impl Cluster {
                 () = stop.cancelled() => {}
             }
         });
+    }
+
+    /// The lease bookkeeping (never held across an await).
+    fn lease(&self) -> std::sync::MutexGuard<'_, fence::Lease> {
+        self.lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn set_up(&self, up: bool) {
@@ -334,6 +400,22 @@ impl std::fmt::Debug for Link {
 impl ClusterLink for Link {
     fn is_up(&self) -> bool {
         self.cluster.up.load(Ordering::Relaxed)
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.cluster.fenced.load(Ordering::Relaxed)
+    }
+
+    fn health(&self) -> ClusterHealth {
+        let fenced = self.is_fenced();
+        ClusterHealth {
+            reaches_redis: !fenced && self.cluster.lease().fresh(&self.cluster.settings),
+            fenced,
+        }
+    }
+
+    fn set_witness(&self, control_url: String, witness: Arc<dyn PeerWitness>) {
+        let _ = self.cluster.witness.set((control_url, witness));
     }
 
     fn wait_joined(&self, limit: Duration) -> BoxFuture<'_, bool> {

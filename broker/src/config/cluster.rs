@@ -20,6 +20,10 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
     /// How long a cross-node call waits for the owner's answer, ms.
     pub rpc_timeout_ms: u64,
+    /// Where the other nodes reach this node's control API (`http://host:port`), for the peer
+    /// check a node makes when it loses Redis; absent: the control listener's address when it
+    /// is a specific one (peer checks are off when it listens on 0.0.0.0 or ::).
+    pub control_url: Option<String>,
     /// CA certificates (PEM) that `rediss://` servers are verified against; absent: the
     /// system's roots.
     pub tls_ca_file: Option<std::path::PathBuf>,
@@ -32,6 +36,32 @@ pub enum RedisMode {
     Standalone,
     /// A Redis Cluster: sharded pub/sub (Redis 7 or later).
     Cluster,
+}
+
+/// Heartbeats a liveness TTL must span.
+///
+/// A node decides whether to fence itself by `node_ttl − margin` after its last renewal
+/// (margin: a tenth of the TTL, at least 50 ms, for Redis command latency, scheduling and clock
+/// rates). Before that it asks its peers, each question bounded by half a heartbeat; a peer
+/// vouches for Redis while its last heartbeat succeeded within
+/// `node_ttl − 2·margin − 1.5·heartbeat`, which must be at least one heartbeat for a healthy peer
+/// to vouch at all: with four heartbeats per TTL it is at least 1.7 heartbeats. A peer that
+/// lost Redis together with the asking node is always past that window when asked, so a
+/// whole-Redis outage is never mistaken for a partition. Each beat's Redis commands time out
+/// after the same window, well before the decision.
+pub const MIN_HEARTBEATS_PER_TTL: u64 = 4;
+
+/// Whether `node_ttl_ms` leaves room for the fencing decision (see
+/// [`MIN_HEARTBEATS_PER_TTL`]); the problem when it does not.
+pub fn fencing_fits(heartbeat_interval_ms: u64, node_ttl_ms: u64) -> Result<(), String> {
+    if node_ttl_ms < MIN_HEARTBEATS_PER_TTL * heartbeat_interval_ms {
+        return Err(format!(
+            "{node_ttl_ms} is less than {MIN_HEARTBEATS_PER_TTL} heartbeats \
+             (cluster.heartbeat_interval_ms = {heartbeat_interval_ms}): a node cut off from Redis \
+             could not decide to fence itself before the others reap it"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `[cluster]`, recording every problem.
@@ -56,6 +86,7 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Cl
         node_ttl_ms: r.uint("node_ttl_ms", 5_000, 1_000, 600_000),
         rpc_timeout_ms: r.uint("rpc_timeout_ms", 2_000, 100, 60_000),
         tls_ca_file: r.string("tls_ca_file").map(std::path::PathBuf::from),
+        control_url: r.string("control_url"),
     };
     r.finish();
     if let Some(path) = &cluster.tls_ca_file {
@@ -71,14 +102,23 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Cl
             }),
         }
     }
-    if cluster.node_ttl_ms < 3 * cluster.heartbeat_interval_ms {
+    if let Err(message) = fencing_fits(cluster.heartbeat_interval_ms, cluster.node_ttl_ms) {
         problems.push(ConfigProblem {
             key: "cluster.node_ttl_ms".into(),
-            message: format!(
-                "{} is less than 3 heartbeats (cluster.heartbeat_interval_ms = {}): live nodes would be reaped",
-                cluster.node_ttl_ms, cluster.heartbeat_interval_ms
-            ),
+            message,
         });
+    }
+    if let Some(url) = &cluster.control_url {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '?', '#', ' ', '@'])) {
+            problems.push(ConfigProblem {
+                key: "cluster.control_url".into(),
+                message: "must be http://host:port or https://host:port (no path, no credentials)"
+                    .into(),
+            });
+        }
     }
     for (key, url) in cluster
         .redis_url

@@ -18,7 +18,7 @@ mod reader;
 mod routes;
 
 pub use builder::{unknown_sections, ConfigBuilder};
-pub use cluster::{ClusterConfig, RedisMode};
+pub use cluster::{fencing_fits, ClusterConfig, RedisMode, MIN_HEARTBEATS_PER_TTL};
 pub use limits::{LimitsConfig, SlowConsumerPolicy};
 pub use reader::Section;
 pub use routes::{IntegrationKind, RouteConfig};

@@ -19,6 +19,10 @@ pub const SLOW_CONSUMER: u16 = 1008;
 /// Frame or message larger than `max_frame_bytes` / `max_message_bytes`.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 
+/// Service restart: this node lost Redis while its peers still reach it (fenced), so its
+/// clients should reconnect, through the load balancer, to a node the cluster can reach.
+pub const SERVICE_RESTART: u16 = 1012;
+
 /// True for codes a control-API caller may choose: 1000, or 3000–4999.
 pub fn is_user_code(code: u16) -> bool {
     code == NORMAL || (3000..=4999).contains(&code)

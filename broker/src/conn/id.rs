@@ -131,9 +131,30 @@ pub fn request_id() -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// The `requestId` of a connection's `$disconnect` event: derived from the connection id alone,
+/// so every copy — the owner's, a reaper's, a restarted node's — carries the same one and a
+/// backend can drop duplicates. (The id's 96 random bits keep it unguessable.)
+pub fn disconnect_request_id(id: ConnectionId) -> String {
+    let mut h = Sha256::new();
+    h.update(b"gangway $disconnect requestId\0");
+    h.update(id.0);
+    URL_SAFE_NO_PAD.encode(&h.finalize()[..12])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disconnect_request_id_depends_on_the_connection_only() {
+        let tag = NodeTag::of("n");
+        let a = ConnectionId::generate(tag).expect("rng");
+        let b = ConnectionId::generate(tag).expect("rng");
+        let again = ConnectionId::parse(&a.to_string()).expect("parse");
+        assert_eq!(disconnect_request_id(a), disconnect_request_id(again));
+        assert_ne!(disconnect_request_id(a), disconnect_request_id(b));
+        assert_eq!(disconnect_request_id(a).len(), request_id().len());
+    }
 
     #[test]
     fn round_trips_and_names_its_node() {

@@ -2,7 +2,9 @@
 //!
 //! AWS calls `$disconnect` "best effort". Gangway retries a failed delivery (transport error,
 //! timeout, 429 or 5xx) up to `disconnect_max_attempts` times with exponential backoff, keeping
-//! the same `requestId` so a backend can drop duplicates. Deliveries are tracked, so a draining
+//! the same `requestId` so a backend can drop duplicates. That `requestId` is derived from the
+//! connection id ([`disconnect_request_id`]), so a reaper's or a restarted node's copy carries
+//! it too. Deliveries are tracked, so a draining
 //! node waits for them (up to its grace period).
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::conn::connection::Connection;
-use crate::conn::id::request_id;
+use crate::conn::id::disconnect_request_id;
 use crate::integration::event::{EventKind, EventSource};
 use crate::integration::Call;
 use crate::state::NodeState;
@@ -38,7 +40,7 @@ pub(crate) fn schedule(
         if let Some(d) = dispatcher {
             let _ = d.await;
         }
-        let rid = request_id();
+        let rid = disconnect_request_id(conn.id);
         let source_ip = conn.source_ip.to_string();
         let call = Call {
             source: EventSource::of(&conn, &s.config.api, &source_ip),

@@ -148,7 +148,11 @@ impl Session {
                             return Box::pin(self.close_with(ws, c.code, c.reason, "slow_consumer")).await;
                         }
                         Some(c) => {
-                            let label = if c.code == close::GOING_AWAY { "shutdown" } else { "deleted" };
+                            let label = match c.code {
+                                close::GOING_AWAY => "shutdown",
+                                close::SERVICE_RESTART => "fenced",
+                                _ => "deleted",
+                            };
                             return Box::pin(self.close_with(ws, c.code, c.reason, label)).await;
                         }
                         None => Step::Continue,

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::conn::capacity::Held;
+use crate::conn::close;
 use crate::conn::connection::Connection;
 use crate::conn::id::{request_id, ConnectionId};
 use crate::conn::transport::Transport;
@@ -76,7 +77,7 @@ pub(crate) async fn open<T: Transport>(
         };
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
-        Some(slot) if !state.shutdown.is_cancelled() => slot,
+        Some(slot) if !state.refuses_upgrades() => slot,
         _ => {
             metrics
                 .handshakes_rejected_total
@@ -130,7 +131,7 @@ pub(crate) async fn open<T: Transport>(
             return None;
         }
     };
-    if state.shutdown.is_cancelled() {
+    if state.refuses_upgrades() {
         let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
         return None;
     }
@@ -148,6 +149,11 @@ pub(crate) async fn open<T: Transport>(
         answer.context,
     ));
     state.registry.insert(Arc::clone(&conn));
+    if state.cluster().is_some_and(|c| c.is_fenced()) {
+        // Fenced since the check above: close it as its neighbours were.
+        conn.outbox
+            .request_close(close::SERVICE_RESTART, "Service Restart");
+    }
     if let Some(c) = state.cluster() {
         c.register(&conn).await;
     }

@@ -240,13 +240,12 @@ impl Precheck {
             self.amz_date,
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let k_date = hmac(
-            format!("AWS4{}", self.secret).as_bytes(),
-            self.auth.date.as_bytes(),
+        let k_signing = signing_key(
+            &self.secret,
+            &self.auth.date,
+            &self.auth.region,
+            &self.auth.service,
         );
-        let k_region = hmac(&k_date, self.auth.region.as_bytes());
-        let k_service = hmac(&k_region, self.auth.service.as_bytes());
-        let k_signing = hmac(&k_service, b"aws4_request");
         let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&k_signing) else {
             return Err(SigV4Error::BadSignature);
         };
@@ -254,6 +253,56 @@ impl Precheck {
         mac.verify_slice(&self.auth.signature)
             .map_err(|_| SigV4Error::BadSignature)
     }
+}
+
+/// Signs a request this node sends itself (a peer check): `host` and `x-amz-date` are signed,
+/// the region is `us-east-1`, the service `execute-api`. `host` is the exact `Host` header the
+/// request carries (`host:port`). Returns the `Authorization` and `X-Amz-Date` values.
+pub fn sign(
+    credential: &AwsCredential,
+    method: &str,
+    host: &str,
+    raw_path: &str,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> (String, String) {
+    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
+    let date = amz_date.get(..8).unwrap_or_default().to_string();
+    let (region, service) = ("us-east-1", "execute-api");
+    let lookup = |name: &str| match name {
+        "host" => vec![host.to_string()],
+        "x-amz-date" => vec![amz_date.clone()],
+        _ => Vec::new(),
+    };
+    let head = SignedHead {
+        method,
+        raw_path,
+        raw_query: "",
+        header: &lookup,
+    };
+    let signed = ["host".to_string(), "x-amz-date".to_string()];
+    let payload_hash = hex::encode(Sha256::digest(body));
+    let canonical = canonical_request(&head, &signed, &payload_hash);
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let key = signing_key(&credential.secret_access_key, &date, region, service);
+    let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-date, Signature={signature}",
+        credential.access_key_id
+    );
+    (authorization, amz_date)
+}
+
+/// The key a secret derives for one day, region and service.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
+    hmac(&k_service, b"aws4_request")
 }
 
 /// The canonical request: method, path, query, signed headers, and the body's hash.
@@ -397,6 +446,48 @@ mod tests {
     ) -> Result<(), SigV4Error> {
         let h = head(header);
         precheck(auth, &h, creds, now)?.verify(&h, body)
+    }
+
+    #[test]
+    fn what_this_node_signs_its_peers_verify() {
+        let now = at(7, 32, 11);
+        let (auth, date) = sign(&creds()[0], "GET", "127.0.0.1:9090", "/@node", b"", now);
+        let sent = |name: &str| match name {
+            "host" => vec!["127.0.0.1:9090".to_string()],
+            "x-amz-date" => vec![date.clone()],
+            _ => vec![],
+        };
+        let head = SignedHead {
+            method: "GET",
+            raw_path: "/@node",
+            raw_query: "",
+            header: &sent,
+        };
+        precheck(&auth, &head, &creds(), now)
+            .expect("precheck")
+            .verify(&head, b"")
+            .expect("a peer accepts it");
+        // Another secret under the same key id, another host: refused.
+        let other = vec![AwsCredential {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "another-secret".into(),
+        }];
+        assert_eq!(
+            precheck(&auth, &head, &other, now).and_then(|p| p.verify(&head, b"")),
+            Err(SigV4Error::BadSignature)
+        );
+        let moved = |name: &str| match name {
+            "host" => vec!["10.0.0.9:9090".to_string()],
+            other => sent(other),
+        };
+        let head = SignedHead {
+            header: &moved,
+            ..head
+        };
+        assert_eq!(
+            precheck(&auth, &head, &creds(), now).and_then(|p| p.verify(&head, b"")),
+            Err(SigV4Error::BadSignature)
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The control API's operations, the table of routes that reach them, and their handlers, one
 //! file per resource: [`connections`] (AWS's `@connections`), [`channels`], [`broadcast`],
-//! [`batch`], [`probes`] (health, readiness, metrics, OpenAPI). The dispatcher resolves requests
+//! [`batch`], [`node`] (cluster membership, the peer check), [`probes`] (health, readiness, metrics, OpenAPI). The dispatcher resolves requests
 //! through [`resolve`] and calls [`Op::run`]; the OpenAPI document is generated from
 //! [`ROUTES`]; a test checks that the two agree.
 //!
@@ -11,6 +11,7 @@ pub mod batch;
 pub mod broadcast;
 pub mod channels;
 pub mod connections;
+pub mod node;
 pub mod probes;
 
 use actix_web::http::Method;
@@ -50,11 +51,13 @@ pub enum Op {
     Broadcast,
     /// Several pushes and publishes in one request.
     Batch,
+    /// This node's cluster membership (what a peer asks when it loses Redis).
+    DescribeNode,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::Health,
         Op::Ready,
         Op::Metrics,
@@ -68,6 +71,7 @@ impl Op {
         Op::GetChannel,
         Op::Broadcast,
         Op::Batch,
+        Op::DescribeNode,
     ];
 
     /// The name used in metrics and as the OpenAPI operationId.
@@ -86,6 +90,7 @@ impl Op {
             Op::GetChannel => "GetChannel",
             Op::Broadcast => "Broadcast",
             Op::Batch => "Batch",
+            Op::DescribeNode => "DescribeNode",
         }
     }
 
@@ -215,6 +220,12 @@ pub const ROUTES: &[RouteSpec] = &[
         Op::Batch,
         "Several pushes and publishes in one request",
     ),
+    route(
+        "GET",
+        "/@node",
+        Op::DescribeNode,
+        "This node's id and cluster membership: whether it reaches Redis, whether it is fenced",
+    ),
 ];
 
 /// Every (method, full path template, route) the server answers, stage forms included.
@@ -246,6 +257,7 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         (ControlPath::Channel(_), "GET") => Op::GetChannel,
         (ControlPath::Broadcast, "POST") => Op::Broadcast,
         (ControlPath::Batch, "POST") => Op::Batch,
+        (ControlPath::Node, "GET") => Op::DescribeNode,
         (ControlPath::Unknown, _) => return Err(ApiError::not_found()),
         (ControlPath::WrongStage, _) => return Err(ApiError::forbidden()),
         (ControlPath::BadSegment(what), _) => {
@@ -310,6 +322,7 @@ impl Op {
             }
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
             (Op::Batch, _) => batch::post(call).await,
+            (Op::DescribeNode, _) => Ok(node::describe(call.broker)),
             // `resolve` only pairs operations with their own paths.
             _ => Err(ApiError::not_found()),
         }

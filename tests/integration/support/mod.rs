@@ -2,8 +2,10 @@
 //! call, and real WebSocket clients.
 
 mod control;
+mod proxy;
 
 pub use control::Control;
+pub use proxy::Proxy;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -143,6 +145,8 @@ pub struct Call {
     pub body: Bytes,
     /// Body as JSON.
     pub event: serde_json::Value,
+    /// When it arrived.
+    pub received: std::time::Instant,
 }
 
 impl Call {
@@ -281,6 +285,7 @@ impl Backend {
                                 headers,
                                 body,
                                 event,
+                                received: std::time::Instant::now(),
                             };
                             let index = {
                                 let mut c = calls.lock().expect("lock");
@@ -568,6 +573,26 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes it (SIGSTOP): every client's packets go unanswered, nothing is refused.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws it (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{name} redis-server");
     }
 
     /// Starts it again on the same port (empty).

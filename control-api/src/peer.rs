@@ -1,0 +1,142 @@
+//! The peer check's client: asks another node's control API (`GET /@node`) whether it reaches
+//! Redis, with this node's own control credentials — the first bearer token, else the first
+//! SigV4 key pair, else none (a credential-less control API only listens on loopback, so its
+//! peers are local too). Bounded in time and size; an error status, a redirect, an oversized or
+//! unparsable answer all count as no answer.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use gangway_broker::peer::PeerWitness;
+
+use crate::auth::sigv4;
+use crate::config::{AwsCredential, ControlConfig};
+use crate::routes::node::redis;
+
+/// Largest answer read from a peer.
+const MAX_ANSWER_BYTES: usize = 4096;
+
+/// How this node proves itself to its peers.
+#[derive(Clone)]
+enum Credential {
+    None,
+    Bearer(String),
+    SigV4(AwsCredential),
+}
+
+/// Asks peers over HTTP. See the module documentation.
+pub struct HttpWitness {
+    client: reqwest::Client,
+    credential: Credential,
+}
+
+impl std::fmt::Debug for HttpWitness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.credential {
+            Credential::None => "none",
+            Credential::Bearer(_) => "bearer",
+            Credential::SigV4(_) => "sigv4",
+        };
+        f.debug_struct("HttpWitness")
+            .field("credential", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpWitness {
+    /// A witness using `control`'s credentials.
+    ///
+    /// # Errors
+    /// Fails when the HTTP client cannot be built.
+    pub fn new(control: &ControlConfig) -> Result<HttpWitness, reqwest::Error> {
+        let credential = if let Some(t) = control.tokens.first() {
+            Credential::Bearer(t.clone())
+        } else if let Some(c) = control.aws_credentials.first() {
+            Credential::SigV4(c.clone())
+        } else {
+            Credential::None
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(1)
+            .build()?;
+        Ok(HttpWitness { client, credential })
+    }
+
+    async fn ask(&self, control_url: &str) -> Option<bool> {
+        let authority = control_url
+            .strip_prefix("http://")
+            .or_else(|| control_url.strip_prefix("https://"))?;
+        let path = "/@node";
+        let mut request = self
+            .client
+            .get(format!("{control_url}{path}"))
+            .header("host", authority);
+        match &self.credential {
+            Credential::None => {}
+            Credential::Bearer(token) => request = request.bearer_auth(token),
+            Credential::SigV4(c) => {
+                let (authorization, date) =
+                    sigv4::sign(c, "GET", authority, path, b"", chrono::Utc::now());
+                request = request
+                    .header("authorization", authorization)
+                    .header("x-amz-date", date);
+            }
+        }
+        let mut response = request.send().await.ok()?;
+        if response.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        answer(&body)
+    }
+}
+
+/// Reads a peer's `GET /@node` answer: whether it reaches Redis, if it says so clearly.
+pub fn answer(body: &[u8]) -> Option<bool> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.get("redis")?.as_str()? {
+        redis::UP => Some(true),
+        redis::DOWN => Some(false),
+        _ => None,
+    }
+}
+
+impl PeerWitness for HttpWitness {
+    fn reaches_redis<'a>(
+        &'a self,
+        control_url: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Option<bool>> {
+        async move {
+            tokio::time::timeout(limit, self.ask(control_url))
+                .await
+                .ok()
+                .flatten()
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_clear_answer_counts() {
+        assert_eq!(answer(br#"{"nodeId":"a","redis":"up"}"#), Some(true));
+        assert_eq!(answer(br#"{"redis":"down","fenced":true}"#), Some(false));
+        assert_eq!(answer(br#"{"redis":"none"}"#), None);
+        assert_eq!(answer(br#"{"redis":true}"#), None);
+        assert_eq!(answer(b"up"), None);
+        assert_eq!(answer(b""), None);
+    }
+}
