@@ -7,7 +7,8 @@
 #   2. runs every Rust test (unit and integration: real nodes, clients and backends on
 #      127.0.0.1:0, redis-server processes, boto3/the AWS CLI/the JS SDK against a node);
 #   3. runs the Autobahn WebSocket conformance cases against a real node (scripts/autobahn.sh);
-#   4. runs every fuzz target for a few seconds (scripts/fuzz.sh);
+#   4. runs a one-minute chaos run (scripts/chaos.sh; CHAOS_MINUTES) and every fuzz target for
+#      a few seconds (scripts/fuzz.sh);
 #   5. checks that the broker's modules import each other without a cycle (scripts/module-graph.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +45,7 @@ python3 scripts/module-graph.py
 cargo build --workspace --bins
 cargo test --workspace
 scripts/autobahn.sh target/debug/gangway
+# A one-minute chaos run: the $disconnect contract under node kills, partitions, Redis restarts
+# and pauses (RELIABILITY.md has the 15-minute one).
+scripts/chaos.sh --minutes "${CHAOS_MINUTES:-1}" --clients 300
 scripts/fuzz.sh "${FUZZ_SECONDS:-5}"

@@ -36,8 +36,12 @@ pub enum StartError {
 
 /// Listen backlog of the public listener: connection bursts must not overflow the SYN queue.
 const WEBSOCKET_BACKLOG: u32 = 4096;
+/// Listen backlog of the control listener.
+const CONTROL_BACKLOG: u32 = 1024;
 
-fn bind_websocket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// A listener with `SO_REUSEADDR`, so a node restarted after a crash binds its ports again at
+/// once (connections of the dead process may linger in TIME_WAIT).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -45,7 +49,7 @@ fn bind_websocket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(WEBSOCKET_BACKLOG)
+    socket.listen(backlog)
 }
 
 /// A started node.
@@ -78,17 +82,18 @@ impl Node {
     pub async fn start(config: GatewayConfig) -> Result<Node, StartError> {
         let ws_addr = config.listen.websocket;
         let control_addr = config.listen.control;
-        let ws_listener = bind_websocket(ws_addr).map_err(|source| StartError::Bind {
+        let ws_listener = bind(ws_addr, WEBSOCKET_BACKLOG).map_err(|source| StartError::Bind {
             which: "websocket",
             addr: ws_addr,
             source,
         })?;
-        let control_listener =
-            std::net::TcpListener::bind(control_addr).map_err(|source| StartError::Bind {
-                which: "control",
-                addr: control_addr,
-                source,
-            })?;
+        let control_listener = bind(control_addr, CONTROL_BACKLOG)
+            .and_then(tokio::net::TcpListener::into_std)
+            .map_err(|source| StartError::Bind {
+            which: "control",
+            addr: control_addr,
+            source,
+        })?;
         let bound = |l: std::io::Result<SocketAddr>, which, addr| {
             l.map_err(|source| StartError::Bind {
                 which,

@@ -37,6 +37,9 @@ pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
     /// True while the node is fenced: it lost Redis while its peers reach it, so it closed its
     /// clients and refuses new ones until Redis answers it again.
     fn is_fenced(&self) -> bool;
+    /// False while the node must not take new clients: fenced, or cut off from Redis without
+    /// the peers having confirmed a whole outage.
+    fn accepts_upgrades(&self) -> bool;
     /// What the node says of its membership when a peer asks.
     fn health(&self) -> ClusterHealth;
     /// Lets the node ask its peers (and be asked) when it loses Redis: `control_url` is where
@@ -113,9 +116,10 @@ impl NodeState {
         self.cluster.get()
     }
 
-    /// True while the node refuses upgrades: it is draining, or fenced.
+    /// True while the node refuses upgrades: it is draining, fenced, or cut off from Redis
+    /// without a confirmed whole outage.
     pub(crate) fn refuses_upgrades(&self) -> bool {
-        self.shutdown.is_cancelled() || self.cluster().is_some_and(|c| c.is_fenced())
+        self.shutdown.is_cancelled() || self.cluster().is_some_and(|c| !c.accepts_upgrades())
     }
 
     /// The cluster, when `id` belongs to another node and clustering is on.

@@ -43,12 +43,23 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<Registry> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let registry = Registry::default();
     let r = registry.clone();
+    serve(listener, move |body| answer(&r, body));
+    Ok(registry)
+}
+
+/// Answers every HTTP/1 request on `listener` with 200 and `respond(body)`, until the process
+/// ends (webhook backends: the load tool's and the chaos run's).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    respond: impl Fn(&[u8]) -> String + Send + Sync + 'static,
+) {
+    let respond = Arc::new(respond);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let r = r.clone();
+            let respond = Arc::clone(&respond);
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let r = r.clone();
+                    let respond = Arc::clone(&respond);
                     async move {
                         let body = req
                             .into_body()
@@ -56,7 +67,7 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<Registry> {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let answer = answer(&r, &body);
+                        let answer = respond(&body);
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
                     }
                 });
@@ -66,7 +77,6 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<Registry> {
             });
         }
     });
-    Ok(registry)
 }
 
 fn answer(registry: &Registry, body: &[u8]) -> String {

@@ -9,6 +9,7 @@
 //! loopback addresses.
 
 mod backend;
+mod chaos;
 mod dial;
 mod publish;
 mod reference;
@@ -45,6 +46,9 @@ enum Scenario {
     Direct(DirectArgs),
     /// Run the raw one-write-per-socket reference server (for side-by-side comparisons).
     Reference(ReferenceArgs),
+    /// Start Redis and three gangway nodes, churn clients and pushes, inject faults, and check
+    /// the $disconnect contract for every connection (see ARCHITECTURE.md).
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +305,12 @@ type NoDriver = fn(Duration) -> std::future::Ready<DriverResult>;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (result, json, plot) = match cli.scenario {
+        Scenario::Chaos(a) => {
+            if !chaos::run(a).await? {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Scenario::Reference(a) => {
             if !a.websocket.ip().is_loopback() || !a.publish.ip().is_loopback() {
                 bail!("the reference server listens on loopback addresses only");

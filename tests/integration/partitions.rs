@@ -16,11 +16,16 @@ const TIMING: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeo
 
 /// A cluster member whose `$connect` and `$disconnect` go to `backend`.
 async fn member(redis_url: &str, id: &str, backend: &Backend) -> gangway::Node {
+    member_of(&format!("redis_url = \"{redis_url}\""), id, backend).await
+}
+
+/// A cluster member reaching Redis as `redis` (the `[cluster]` lines) says.
+async fn member_of(redis: &str, id: &str, backend: &Backend) -> gangway::Node {
     let node = node(&format!(
         "[api]\nwebhook_secret = \"partition-test-secret\"\n\
          [routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
          [routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
-         [cluster]\nredis_url = \"{redis_url}\"\nnode_id = \"{id}\"\n{TIMING}",
+         [cluster]\n{redis}\nnode_id = \"{id}\"\n{TIMING}",
         backend.url("/connect"),
         backend.url("/disconnect"),
     ))
@@ -495,6 +500,101 @@ async fn a_node_whose_redis_connections_are_reset_fences_and_comes_back() {
     })
     .await;
     check_contract(&backend, &[&on_b], &[&on_a]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_losing_one_master_keeps_the_contract() {
+    let mut servers = RedisClusterServers::start();
+    let urls = servers.urls();
+    let redis = format!(
+        "mode = \"redis-cluster\"\nredis_url = \"{}\"\nseed_urls = [\"{}\", \"{}\"]",
+        urls[0], urls[1], urls[2]
+    );
+    let backend = Backend::start().await;
+    let mut nodes = Vec::new();
+    for id in ["shard-a", "shard-b", "shard-c"] {
+        nodes.push(member_of(&redis, id, &backend).await);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut clients: Vec<(usize, Watched)> = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..3 {
+            clients.push((i, Watched::open_on(n).await));
+        }
+    }
+
+    // One shard's master dies (no replica): the keys and shard channels it held are gone for
+    // three seconds, then it comes back with its slots.
+    servers.nodes[0].stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    servers.nodes[0].restart();
+    for n in &nodes {
+        until("ready again", Duration::from_secs(20), || {
+            n.broker.not_ready_reason().is_none()
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (closed, open): (Vec<&Watched>, Vec<&Watched>) = clients
+        .iter()
+        .map(|(_, w)| w)
+        .partition(|w| w.closed().is_some());
+    for w in &closed {
+        assert_eq!(w.closed().expect("closed").0, 1012, "only fencing closes clients");
+    }
+    check_contract(&backend, &closed, &open);
+    for (i, w) in &clients {
+        let via = Control::of(&nodes[(i + 1) % 3]);
+        let text = format!("after {}", w.id);
+        let status = via.post(&w.id, text.clone()).await.status;
+        if w.closed().is_some() {
+            assert_eq!(status, 410);
+        } else {
+            assert_eq!(status, 200);
+            until("a push after the shard came back", Duration::from_secs(5), || {
+                w.got(&text)
+            })
+            .await;
+        }
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_path_to_redis_keeps_the_contract() {
+    let redis = RedisServer::start();
+    let backend = Backend::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let a = member(&redis.url(), "slow-a", &backend).await;
+    let b = member(&proxy.url(), "slow-b", &backend).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let on_a = Watched::open_on(&a).await;
+    let on_b = Watched::open_on(&b).await;
+
+    // Every chunk between B and Redis waits 25 ms each way, for five seconds.
+    proxy.slow();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.heal();
+    until("B ready", Duration::from_secs(10), || {
+        b.broker.not_ready_reason().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Slow is not lost: whatever B decided, the contract holds; here nothing had to close.
+    let (closed, open): (Vec<&Watched>, Vec<&Watched>) =
+        [&on_a, &on_b].into_iter().partition(|w| w.closed().is_some());
+    check_contract(&backend, &closed, &open);
+    assert!(open.len() == 2, "a slow path closed a client");
+    assert_eq!(Control::of(&a).post(&on_b.id, "ab").await.status, 200);
+    assert_eq!(Control::of(&b).post(&on_a.id, "ba").await.status, 200);
+    until("pushes both ways", Duration::from_secs(5), || {
+        on_a.got("ba") && on_b.got("ab")
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -12,6 +12,19 @@ use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisResult, TlsCertificates};
 use std::time::Duration;
 
+/// How long a link waits for Redis: connecting, answering, and between reconnection attempts.
+/// The heartbeat's link uses short ones, so a node renews its liveness soon after Redis comes
+/// back (the others give it one `node_ttl` before they may reap it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkTiming {
+    /// Connecting (TCP, TLS, HELLO).
+    pub connect: Duration,
+    /// One command's answer.
+    pub response: Duration,
+    /// The longest pause between reconnection attempts.
+    pub max_delay: Duration,
+}
+
 /// See the module documentation.
 pub(crate) enum RedisLink {
     /// One Redis server; connected lazily, reconnected and resubscribed by the manager.
@@ -31,6 +44,7 @@ impl RedisLink {
         url: &str,
         ca: Option<&[u8]>,
         push: Option<impl AsyncPushSender>,
+        timing: LinkTiming,
     ) -> RedisResult<RedisLink> {
         let info = url.into_connection_info()?;
         let settings = info
@@ -47,10 +61,11 @@ impl RedisLink {
             config = config.set_push_sender(push).set_automatic_resubscription();
         }
         let config = config
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(timing.connect))
+            .set_response_timeout(Some(timing.response))
             .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
+            .set_min_delay(timing.max_delay / 4)
+            .set_max_delay(timing.max_delay);
         Ok(RedisLink::Single(ConnectionManager::new_lazy_with_config(
             client, config,
         )?))
@@ -62,6 +77,7 @@ impl RedisLink {
         seeds: &[String],
         ca: Option<&[u8]>,
         push: Option<impl AsyncPushSender>,
+        timing: LinkTiming,
     ) -> RedisResult<RedisLink> {
         let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str))
             .use_protocol(ProtocolVersion::RESP3);
@@ -72,8 +88,8 @@ impl RedisLink {
             builder = builder.push_sender(push);
         }
         let client = builder
-            .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(2))
+            .connection_timeout(timing.connect)
+            .response_timeout(timing.response)
             .retries(1)
             .build()?;
         Ok(RedisLink::Sharded {

@@ -5,9 +5,9 @@
 //! - the node is listed in the member hash before its liveness key can expire, and leaves the
 //!   list before its keys are deleted, so a reaper never sees it listed but silent while it
 //!   serves;
-//! - a connection is recorded while open and forgotten when its `$disconnect` is this node's
-//!   to send; after Redis comes back every open connection is recorded again, and records of
-//!   connections closed meanwhile are removed;
+//! - a connection is recorded before its client gets 101 and forgotten only after this node
+//!   handled its `$disconnect`, so a node that dies in between leaves the record to a reaper;
+//!   after Redis comes back every open connection is recorded again;
 //! - a node that comes back after its lease may have lapsed checks for a reaper's tombstone
 //!   before anything else and, if it finds one, closes every connection it has (the backend
 //!   may have been told they are gone) before it records any again;
@@ -58,35 +58,37 @@ pub(super) async fn register(cluster: &Cluster, conn: &Connection) {
     let Ok(json) = serde_json::to_string(&ConnRecord::of(conn)) else {
         return;
     };
-    let r = cluster
-        .redis
-        .query::<()>(
+    // Bounded like a heartbeat: a black-holed Redis must not hold the handshake.
+    let r = tokio::time::timeout(
+        cluster.settings.beat_timeout(),
+        cluster.redis.query::<()>(
             redis::cmd("HSET")
                 .arg(keys::conns(cluster.tag))
                 .arg(&*conn.id_text)
                 .arg(json),
-        )
-        .await;
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
     if let Err(e) = r {
         tracing::debug!(connection_id = %conn.id_text, error = %e, "cannot record connection in Redis");
     }
 }
 
-/// Forgets a connection that ended here. Skipped while Redis is down (the record is removed
-/// when Redis answers again; a reaper that finds it first sends a duplicate `$disconnect` with
-/// the same `requestId`).
+/// Forgets a connection whose `$disconnect` this node has handled. If Redis cannot be reached
+/// the record stays: should this node die before leaving, a survivor sends a duplicate
+/// `$disconnect` with the same `requestId` — a duplicate, never a loss.
 pub(super) async fn unregister(cluster: &Cluster, conn: &Connection) {
-    if !cluster.up.load(Ordering::Relaxed) {
-        return;
-    }
-    let r = cluster
-        .redis
-        .query::<()>(
+    let r = tokio::time::timeout(
+        cluster.settings.beat_timeout(),
+        cluster.redis.query::<()>(
             redis::cmd("HDEL")
                 .arg(keys::conns(cluster.tag))
                 .arg(&*conn.id_text),
-        )
-        .await;
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
     if let Err(e) = r {
         tracing::debug!(connection_id = %conn.id_text, error = %e, "cannot forget connection in Redis");
     }
@@ -191,7 +193,6 @@ pub(super) async fn heartbeat(state: Arc<NodeState>, cluster: Arc<Cluster>) {
     let ttl_ms = s.node_ttl.as_millis() as u64;
     let mut tick = tokio::time::interval(s.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut joined = false;
     loop {
         tick.tick().await;
         // Beats go on while the node drains (its $disconnect events are its own to send), and
@@ -215,6 +216,7 @@ pub(super) async fn heartbeat(state: Arc<NodeState>, cluster: Arc<Cluster>) {
                 continue;
             }
         };
+        cluster.outage.store(false, Ordering::Relaxed);
         let lapsed = {
             let mut lease = cluster.lease();
             let lapsed = lease.lapsed(sent, s);
@@ -229,15 +231,42 @@ pub(super) async fn heartbeat(state: Arc<NodeState>, cluster: Arc<Cluster>) {
             .peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
-        let was_up = cluster.up.load(Ordering::Relaxed);
-        let fenced = cluster.fenced.load(Ordering::Relaxed);
-        if !joined || !was_up || lapsed || fenced {
-            match rejoin(&state, &cluster, !joined).await {
-                Ok(()) => joined = true,
-                Err(e) => tracing::warn!(error = %e, "Redis answers, but rejoining failed"),
-            }
+        let joined = cluster.joined.load(Ordering::SeqCst);
+        if !joined
+            || !cluster.up.load(Ordering::Relaxed)
+            || lapsed
+            || cluster.fenced.load(Ordering::Relaxed)
+        {
+            start_rejoin(&state, &cluster);
         }
     }
+}
+
+/// Runs [`rejoin`] on its own task — never on the heartbeat's, which must keep renewing the
+/// lease however long re-subscribing and re-recording take — once at a time; a request that
+/// arrives meanwhile runs it again afterwards.
+fn start_rejoin(state: &Arc<NodeState>, cluster: &Arc<Cluster>) {
+    cluster.rejoin_again.store(true, Ordering::SeqCst);
+    if cluster.rejoining.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let (state, c) = (Arc::clone(state), Arc::clone(cluster));
+    cluster.spawn(async move {
+        loop {
+            while c.rejoin_again.swap(false, Ordering::SeqCst) {
+                let first = !c.joined.load(Ordering::SeqCst);
+                match rejoin(&state, &c, first).await {
+                    Ok(()) => c.joined.store(true, Ordering::SeqCst),
+                    Err(e) => tracing::warn!(error = %e, "Redis answers, but rejoining failed"),
+                }
+            }
+            c.rejoining.store(false, Ordering::SeqCst);
+            // A request that slipped in after the last round, before the flag came down.
+            if !c.rejoin_again.load(Ordering::SeqCst) || c.rejoining.swap(true, Ordering::SeqCst) {
+                break;
+            }
+        }
+    });
 }
 
 /// After the first successful heartbeat, or the first after Redis was lost (or the node was
@@ -274,25 +303,18 @@ async fn rejoin(
     cluster.set_up(true);
     let mut open = Vec::new();
     state.registry.for_each(|c| open.push(Arc::clone(c)));
-    let open_ids: HashSet<String> = open.iter().map(|c| c.id_text.to_string()).collect();
-    let recorded: HashMap<String, String> = redis
-        .query(redis::cmd("HGETALL").arg(keys::conns(cluster.tag)))
-        .await?;
-    let stale: Vec<(String, String)> = recorded
-        .into_iter()
-        .filter(|(id, _)| !open_ids.contains(id))
-        .collect();
     if first {
         // A previous run with this node id died with these open: their $disconnect is owed.
+        let open_ids: HashSet<String> = open.iter().map(|c| c.id_text.to_string()).collect();
+        let recorded: HashMap<String, String> = redis
+            .query(redis::cmd("HGETALL").arg(keys::conns(cluster.tag)))
+            .await?;
+        let owed: Vec<(String, String)> = recorded
+            .into_iter()
+            .filter(|(id, _)| !open_ids.contains(id))
+            .collect();
         let reason = format!("Node restarted: {}", cluster.node_id);
-        reaper::deliver(state, cluster, None, stale, reason);
-    } else {
-        // Closed here while Redis was away: this node sent their $disconnect already.
-        for (id, _) in stale {
-            redis
-                .query::<()>(redis::cmd("HDEL").arg(keys::conns(cluster.tag)).arg(id))
-                .await?;
-        }
+        reaper::deliver(state, cluster, None, owed, reason);
     }
     if !reaped {
         // Redis may have restarted empty: record every open connection again.

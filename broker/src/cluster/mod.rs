@@ -55,7 +55,7 @@ use crate::error::{BrokerError, ConnectionError};
 use crate::metrics::Metrics;
 use crate::peer::{ClusterHealth, PeerWitness};
 use crate::state::{ClusterLink, NodeState};
-use link::RedisLink;
+use link::{LinkTiming, RedisLink};
 use wire::Msg;
 
 /// Inbound cluster messages waiting to be handled; beyond this they are dropped and counted.
@@ -164,6 +164,13 @@ pub(crate) struct Cluster {
     interest: tokio::sync::Mutex<HashSet<String>>,
     /// Set while the node is fenced (see [`fence`]).
     fenced: AtomicBool,
+    /// Set while the peers confirm Redis is down for everyone (cleared when it answers).
+    outage: AtomicBool,
+    /// Set once the node has joined (the first rejoin succeeded).
+    joined: AtomicBool,
+    /// Set while a rejoin runs; `rejoin_again` asks it for another round.
+    rejoining: AtomicBool,
+    rejoin_again: AtomicBool,
     /// When the heartbeat last succeeded, and since when Redis has answered.
     lease: std::sync::Mutex<fence::Lease>,
     /// The other members' control URLs, refreshed every heartbeat while Redis answers.
@@ -213,14 +220,25 @@ impl Cluster {
         let ca = settings.tls_ca_pem.as_deref();
         // The heartbeat has a connection of its own, so a burst of other commands (thousands of
         // connections closing at once) cannot delay it past the liveness TTL.
+        let two = Duration::from_secs(2);
+        let main = LinkTiming {
+            connect: two,
+            response: two,
+            max_delay: settings.heartbeat.min(two),
+        };
+        let beats = LinkTiming {
+            connect: settings.beat_timeout().min(two),
+            response: settings.beat_timeout(),
+            max_delay: (settings.heartbeat / 2).min(two),
+        };
         let (redis, beat) = match settings.mode {
             RedisMode::Standalone => (
-                RedisLink::single(&settings.redis_url, ca, Some(push))?,
-                RedisLink::single(&settings.redis_url, ca, None::<NoPush>)?,
+                RedisLink::single(&settings.redis_url, ca, Some(push), main)?,
+                RedisLink::single(&settings.redis_url, ca, None::<NoPush>, beats)?,
             ),
             RedisMode::Cluster => (
-                RedisLink::sharded(&seeds, ca, Some(push))?,
-                RedisLink::sharded(&seeds, ca, None::<NoPush>)?,
+                RedisLink::sharded(&seeds, ca, Some(push), main)?,
+                RedisLink::sharded(&seeds, ca, None::<NoPush>, beats)?,
             ),
         };
         let cluster = Arc::new(Cluster {
@@ -235,6 +253,10 @@ impl Cluster {
             calls: rpc::Calls::default(),
             interest: tokio::sync::Mutex::new(HashSet::new()),
             fenced: AtomicBool::new(false),
+            outage: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
+            rejoining: AtomicBool::new(false),
+            rejoin_again: AtomicBool::new(false),
             lease: std::sync::Mutex::new(fence::Lease::default()),
             peers: std::sync::Mutex::new(Vec::new()),
             witness: std::sync::OnceLock::new(),
@@ -302,6 +324,7 @@ impl Cluster {
         if self.node_alive(owner).await? {
             Err(unavailable(what))
         } else {
+            tracing::debug!(%owner, what, "owner's liveness key is gone: answering Gone");
             Err(ConnectionError::Gone)
         }
     }
@@ -404,6 +427,17 @@ impl ClusterLink for Link {
 
     fn is_fenced(&self) -> bool {
         self.cluster.fenced.load(Ordering::Relaxed)
+    }
+
+    fn accepts_upgrades(&self) -> bool {
+        let c = &self.cluster;
+        // Without Redis a new connection can be neither recorded nor reached from other nodes:
+        // only a confirmed whole outage (nobody can reap), or a node nobody knows yet (it never
+        // joined, so nobody can reap it), takes new clients.
+        !c.fenced.load(Ordering::Relaxed)
+            && (c.up.load(Ordering::Relaxed)
+                || c.outage.load(Ordering::Relaxed)
+                || c.lease().renewed_at.is_none())
     }
 
     fn health(&self) -> ClusterHealth {

@@ -209,6 +209,27 @@ mod tests {
     }
 
     #[test]
+    fn a_ttl_too_short_to_fence_in_is_refused_with_its_key() {
+        let too_short = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n\
+                         heartbeat_interval_ms = 500\nnode_ttl_ms = 1500\n";
+        let err = Config::from_toml_str(too_short).expect_err("3 heartbeats per TTL");
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.key == "cluster.node_ttl_ms")
+            .expect("the key is named");
+        assert!(p.message.contains("fence"), "{}", p.message);
+        let fits = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n\
+                    heartbeat_interval_ms = 500\nnode_ttl_ms = 2000\n\
+                    control_url = \"http://10.0.0.5:9090\"\n";
+        Config::from_toml_str(fits).expect("4 heartbeats per TTL");
+        let bad_url = "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n\
+                       control_url = \"http://user:pw@10.0.0.5:9090/x\"\n";
+        let err = Config::from_toml_str(bad_url).expect_err("a path and credentials");
+        assert!(err.problems.iter().any(|p| p.key == "cluster.control_url"));
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let text = r#"
 [limits]

@@ -86,8 +86,6 @@ async fn serve_socket<T: Transport>(
     let discarded = conn.outbox.close();
     let emptied = state.channels.remove_connection(&conn);
     if let Some(c) = state.cluster() {
-        // This node sends the $disconnect: take the record out of the cluster's hands first.
-        c.unregister(&conn).await;
         for channel in emptied {
             c.reconcile(&channel).await;
         }
@@ -104,7 +102,26 @@ async fn serve_socket<T: Transport>(
         .with_label_values(&[ended.label])
         .inc();
     tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = ?ended.reason, "disconnected");
-    disconnect::schedule(&state, conn, ended.code, ended.reason, ended.dispatcher);
+    let delivery = disconnect::schedule(
+        &state,
+        Arc::clone(&conn),
+        ended.code,
+        ended.reason,
+        ended.dispatcher,
+    );
+    if let Some(c) = state.cluster().cloned() {
+        // The record stays in Redis until this node's $disconnect was handled: if the node
+        // dies first, a survivor sends it (same requestId); nobody is ever left unreported.
+        match delivery {
+            Some(d) => {
+                state.disconnects.spawn(async move {
+                    let _ = d.await;
+                    c.unregister(&conn).await;
+                });
+            }
+            None => c.unregister(&conn).await,
+        }
+    }
 }
 
 #[cfg(test)]

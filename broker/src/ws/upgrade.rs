@@ -131,15 +131,6 @@ pub(crate) async fn open<T: Transport>(
             return None;
         }
     };
-    if state.refuses_upgrades() {
-        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
-        return None;
-    }
-    if let Err(e) = handshake::accept(&mut stream, &request.key, subprotocol.as_deref()).await {
-        tracing::debug!(%peer, error = %e, "client left during upgrade");
-        return None;
-    }
-
     let conn = Arc::new(Connection::new(
         id,
         connected_at_ms,
@@ -148,14 +139,31 @@ pub(crate) async fn open<T: Transport>(
         domain_name,
         answer.context,
     ));
+    // Recorded before the client sees 101: a node that dies right after accepting must leave
+    // a record, or nobody would ever send this connection's $disconnect.
+    if let Some(c) = state.cluster() {
+        c.register(&conn).await;
+    }
+    // After the record: a node that lost Redis meanwhile does not let the client in.
+    if state.refuses_upgrades() {
+        if let Some(c) = state.cluster() {
+            c.unregister(&conn).await;
+        }
+        let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
+        return None;
+    }
+    if let Err(e) = handshake::accept(&mut stream, &request.key, subprotocol.as_deref()).await {
+        tracing::debug!(%peer, error = %e, "client left during upgrade");
+        if let Some(c) = state.cluster() {
+            c.unregister(&conn).await;
+        }
+        return None;
+    }
     state.registry.insert(Arc::clone(&conn));
     if state.cluster().is_some_and(|c| c.is_fenced()) {
         // Fenced since the check above: close it as its neighbours were.
         conn.outbox
             .request_close(close::SERVICE_RESTART, "Service Restart");
-    }
-    if let Some(c) = state.cluster() {
-        c.register(&conn).await;
     }
     // Channels named by $connect are live before the client's first message.
     subscribe_all(state, &conn, &answer.channels).await;

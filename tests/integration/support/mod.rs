@@ -617,6 +617,15 @@ impl Drop for RedisServer {
     }
 }
 
+const CLUSTER_ARGS: [&str; 6] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "5000",
+];
+
 /// A real 3-master Redis Cluster (redis-server ×3 + `redis-cli --cluster create`), stopped
 /// when dropped.
 pub struct RedisClusterServers {
@@ -653,14 +662,7 @@ impl RedisClusterServers {
                     "--appendonly",
                     "no",
                 ])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                .args(CLUSTER_ARGS)
                 .arg("--dir")
                 .arg(&dir)
                 .stdout(std::process::Stdio::null())
@@ -679,7 +681,8 @@ impl RedisClusterServers {
                 port,
                 child: Some(child),
                 dir,
-                extra: Vec::new(),
+                // A restart rejoins the cluster with its nodes.conf (and so its slots).
+                extra: CLUSTER_ARGS.iter().map(|a| a.to_string()).collect(),
                 tls: false,
             });
         }

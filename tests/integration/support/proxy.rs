@@ -1,7 +1,7 @@
 //! A TCP proxy the test controls, between a node and Redis: it forwards, black-holes (accepts
 //! and forwards nothing, refuses nothing — what a dead route or a dropped-packet firewall does;
-//! the bytes wait, as TCP retransmissions would, and flow again when healed), or resets (closes
-//! every connection and each new one at once).
+//! the bytes wait, as TCP retransmissions would, and flow again when healed), slows (holds
+//! every chunk a while), or resets (closes every connection and each new one at once).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,10 @@ use tokio::sync::watch;
 const PASS: u8 = 0;
 const BLACK_HOLE: u8 = 1;
 const RESET: u8 = 2;
+const SLOW: u8 = 3;
+
+/// How long a slow proxy holds each chunk, each way.
+pub const SLOW_DELAY: Duration = Duration::from_millis(25);
 
 /// See the module documentation. Stops when dropped.
 pub struct Proxy {
@@ -80,6 +84,11 @@ impl Proxy {
         self.set(BLACK_HOLE);
     }
 
+    /// Forwards, but holds every chunk [`SLOW_DELAY`] first, each way (a congested path).
+    pub fn slow(&self) {
+        self.set(SLOW);
+    }
+
     /// Closes every connection, and every new one at once.
     pub fn reset(&self) {
         self.set(RESET);
@@ -127,6 +136,9 @@ async fn pump(
         };
         // Read before the black hole began: held until it heals, like a retransmission.
         wait_while_black_holed(&mode, rx.clone()).await;
+        if mode.load(Ordering::SeqCst) == SLOW {
+            tokio::time::sleep(SLOW_DELAY).await;
+        }
         if mode.load(Ordering::SeqCst) == RESET || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
