@@ -90,10 +90,10 @@ impl Node {
         let control_listener = bind(control_addr, CONTROL_BACKLOG)
             .and_then(tokio::net::TcpListener::into_std)
             .map_err(|source| StartError::Bind {
-            which: "control",
-            addr: control_addr,
-            source,
-        })?;
+                which: "control",
+                addr: control_addr,
+                source,
+            })?;
         let bound = |l: std::io::Result<SocketAddr>, which, addr| {
             l.map_err(|source| StartError::Bind {
                 which,

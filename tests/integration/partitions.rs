@@ -542,7 +542,11 @@ async fn a_redis_cluster_losing_one_master_keeps_the_contract() {
         .map(|(_, w)| w)
         .partition(|w| w.closed().is_some());
     for w in &closed {
-        assert_eq!(w.closed().expect("closed").0, 1012, "only fencing closes clients");
+        assert_eq!(
+            w.closed().expect("closed").0,
+            1012,
+            "only fencing closes clients"
+        );
     }
     check_contract(&backend, &closed, &open);
     for (i, w) in &clients {
@@ -553,9 +557,11 @@ async fn a_redis_cluster_losing_one_master_keeps_the_contract() {
             assert_eq!(status, 410);
         } else {
             assert_eq!(status, 200);
-            until("a push after the shard came back", Duration::from_secs(5), || {
-                w.got(&text)
-            })
+            until(
+                "a push after the shard came back",
+                Duration::from_secs(5),
+                || w.got(&text),
+            )
             .await;
         }
     }
@@ -585,8 +591,9 @@ async fn a_slow_path_to_redis_keeps_the_contract() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Slow is not lost: whatever B decided, the contract holds; here nothing had to close.
-    let (closed, open): (Vec<&Watched>, Vec<&Watched>) =
-        [&on_a, &on_b].into_iter().partition(|w| w.closed().is_some());
+    let (closed, open): (Vec<&Watched>, Vec<&Watched>) = [&on_a, &on_b]
+        .into_iter()
+        .partition(|w| w.closed().is_some());
     check_contract(&backend, &closed, &open);
     assert!(open.len() == 2, "a slow path closed a client");
     assert_eq!(Control::of(&a).post(&on_b.id, "ab").await.status, 200);

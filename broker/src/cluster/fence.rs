@@ -136,9 +136,7 @@ pub(super) async fn watch(state: Arc<NodeState>, cluster: Arc<Cluster>) {
         if cluster.lease().renewed_at != renewed {
             continue; // the heartbeat got through meanwhile
         }
-        cluster
-            .outage
-            .store(!verdict.fences(), Ordering::Relaxed);
+        cluster.outage.store(!verdict.fences(), Ordering::Relaxed);
         if verdict.fences() {
             fence(&state, &cluster, verdict);
         } else if said != Some(verdict) {

@@ -224,13 +224,19 @@ impl Ledger {
                 Closed::ByServer(code) => *s.closed_by_server.entry(code).or_default() += 1,
             }
             let Some(copies) = g.disconnects.get(id) else {
-                violation(&mut s, format!("{id}: closed, no $disconnect (node {}, {how:?})", c.node));
+                violation(
+                    &mut s,
+                    format!("{id}: closed, no $disconnect (node {}, {how:?})", c.node),
+                );
                 continue;
             };
             s.disconnects += copies.len();
             s.duplicates += copies.len() - 1;
             if copies.iter().any(|d| d.request_id != copies[0].request_id) {
-                violation(&mut s, format!("{id}: $disconnect copies with different requestIds"));
+                violation(
+                    &mut s,
+                    format!("{id}: $disconnect copies with different requestIds"),
+                );
             }
             if let Some(first) = copies.iter().map(|d| d.at).min() {
                 if first < closed_at {
@@ -255,10 +261,14 @@ impl Ledger {
                     s.pushes_ok += 1;
                     if arrived {
                         s.pushes_arrived += 1;
-                    } else if matches!(conn.and_then(|c| c.closed), Some((Closed::ByServer(_), _))) {
+                    } else if matches!(conn.and_then(|c| c.closed), Some((Closed::ByServer(_), _)))
+                    {
                         s.lost_with_connection += 1;
                     } else {
-                        violation(&mut s, format!("push {} to {}: answered 200, never arrived", p.token, p.id));
+                        violation(
+                            &mut s,
+                            format!("push {} to {}: answered 200, never arrived", p.token, p.id),
+                        );
                     }
                 }
                 Some(410) => {
@@ -268,7 +278,13 @@ impl Ledger {
                         .is_some_and(|(_, at)| at > p.at + Duration::from_secs(1));
                     if open_long_after || p.last {
                         let node = conn.map_or(9, |c| c.node);
-                        violation(&mut s, format!("push {} to {}: 410 while it was open (node {node})", p.token, p.id));
+                        violation(
+                            &mut s,
+                            format!(
+                                "push {} to {}: 410 while it was open (node {node})",
+                                p.token, p.id
+                            ),
+                        );
                     }
                 }
                 other => {
@@ -318,9 +334,21 @@ impl fmt::Display for Summary {
         writeln!(f, "  connections          {} opened; closed by client {}, by server {:?} (code: count; 1006 = dropped)", self.connections, self.closed_by_client, self.closed_by_server)?;
         writeln!(f, "  $disconnect events   {} ({} duplicates with the same requestId; {} for connections the client never saw open)", self.disconnects, self.duplicates, self.unseen)?;
         writeln!(f, "  pushes               {} sent: {} answered 200 ({} arrived, {} lost with a connection a fault closed), {} answered 410, others {:?} (0 = no answer)", self.pushes, self.pushes_ok, self.pushes_arrived, self.lost_with_connection, self.pushes_gone, self.pushes_other)?;
-        writeln!(f, "  publishes            {} answered 200, {} not", self.published_ok, self.published_failed)?;
-        writeln!(f, "  final check          {} open clients pushed through another node, {} answered 200", self.final_open, self.final_ok)?;
-        writeln!(f, "  violations           {} {:?}", self.violations, self.kinds)?;
+        writeln!(
+            f,
+            "  publishes            {} answered 200, {} not",
+            self.published_ok, self.published_failed
+        )?;
+        writeln!(
+            f,
+            "  final check          {} open clients pushed through another node, {} answered 200",
+            self.final_open, self.final_ok
+        )?;
+        writeln!(
+            f,
+            "  violations           {} {:?}",
+            self.violations, self.kinds
+        )?;
         for e in &self.examples {
             writeln!(f, "    {e}")?;
         }

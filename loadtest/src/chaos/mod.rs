@@ -201,9 +201,11 @@ async fn client_slot(
             "ws://{}/?i={index}&ch=room-{room}",
             cluster.websocket_addrs()[node]
         );
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(&url))
-                .await;
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(&url),
+        )
+        .await;
         let mut ws = match connected {
             Ok(Ok((ws, _))) => ws,
             _ => {
@@ -269,10 +271,7 @@ async fn push(
     id: &str,
     token: &str,
 ) -> Option<u16> {
-    let url = format!(
-        "http://{}/@connections/{id}",
-        cluster.control_addrs()[node]
-    );
+    let url = format!("http://{}/@connections/{id}", cluster.control_addrs()[node]);
     http.post(url)
         .body(token.to_string())
         .send()
