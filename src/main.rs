@@ -131,25 +131,41 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    // Installed before the node starts (and logs that it did): a SIGTERM right after the
+    // start line must drain, not kill. One listener for the whole run: the second signal is the
+    // next event on the same streams.
+    let mut signals = Signals::install()?;
     let node = Node::start(config).await?;
-    wait_for_signal().await?;
+    signals.next().await;
     tracing::info!("signal received: draining (a second signal exits at once)");
-    tokio::spawn(async {
-        if wait_for_signal().await.is_ok() {
-            tracing::warn!("second signal: exiting now");
-            std::process::exit(1);
-        }
+    tokio::spawn(async move {
+        signals.next().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
     });
     node.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+/// SIGTERM and SIGINT, as streams.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
