@@ -13,13 +13,23 @@ use futures_util::future::BoxFuture;
 /// Asks a peer node, over its control API, whether it reaches Redis.
 pub trait PeerWitness: Send + Sync + std::fmt::Debug {
     /// Asks the node whose control API is at `control_url` (`http://host:port`), waiting at most
-    /// `limit`. `Some(true)`: it reaches Redis now; `Some(false)`: it does not; `None`: no usable
-    /// answer (silence, an error status, or garbage all count as no answer).
-    fn reaches_redis<'a>(
+    /// `limit`. `None`: no usable answer (silence, an error status, or garbage all count as no
+    /// answer).
+    fn ask<'a>(
         &'a self,
         control_url: &'a str,
         limit: Duration,
-    ) -> BoxFuture<'a, Option<bool>>;
+    ) -> BoxFuture<'a, Option<PeerAnswer>>;
+}
+
+/// What a peer said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAnswer {
+    /// It reaches Redis now.
+    pub reaches_redis: bool,
+    /// For how long every one of its heartbeats has succeeded: a peer can reap only after a
+    /// full `node_ttl` of them, so this says how soon it could.
+    pub healthy_for: Duration,
 }
 
 /// What a node says of its own membership (`GET /@node`).
@@ -31,4 +41,6 @@ pub struct ClusterHealth {
     pub reaches_redis: bool,
     /// It is fenced: cut off from Redis while its peers reach it, its clients closed.
     pub fenced: bool,
+    /// For how long every one of its heartbeats has succeeded.
+    pub healthy_for: Duration,
 }

@@ -175,7 +175,8 @@ fn responses(op: Op) -> Value {
                     "nodeId": {"type": "string"},
                     "cluster": {"type": "boolean"},
                     "redis": {"type": "string", "enum": ["up", "down", "none"]},
-                    "fenced": {"type": "boolean"}}}}}}),
+                    "fenced": {"type": "boolean"},
+                    "healthyMs": {"type": "integer"}}}}}}),
             );
         }
         Op::Batch => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
-use gangway_broker::peer::PeerWitness;
+use gangway_broker::peer::{PeerAnswer, PeerWitness};
 
 use crate::auth::sigv4;
 use crate::config::{AwsCredential, ControlConfig};
@@ -67,7 +67,7 @@ impl HttpWitness {
         Ok(HttpWitness { client, credential })
     }
 
-    async fn ask(&self, control_url: &str) -> Option<bool> {
+    async fn request(&self, control_url: &str) -> Option<PeerAnswer> {
         let authority = control_url
             .strip_prefix("http://")
             .or_else(|| control_url.strip_prefix("https://"))?;
@@ -102,24 +102,30 @@ impl HttpWitness {
     }
 }
 
-/// Reads a peer's `GET /@node` answer: whether it reaches Redis, if it says so clearly.
-pub fn answer(body: &[u8]) -> Option<bool> {
+/// Reads a peer's `GET /@node` answer: whether it reaches Redis and for how long it has, if it
+/// says so clearly.
+pub fn answer(body: &[u8]) -> Option<PeerAnswer> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    match value.get("redis")?.as_str()? {
-        redis::UP => Some(true),
-        redis::DOWN => Some(false),
-        _ => None,
-    }
+    let reaches_redis = match value.get("redis")?.as_str()? {
+        redis::UP => true,
+        redis::DOWN => false,
+        _ => return None,
+    };
+    let healthy_ms = value.get("healthyMs")?.as_u64()?;
+    Some(PeerAnswer {
+        reaches_redis,
+        healthy_for: Duration::from_millis(healthy_ms),
+    })
 }
 
 impl PeerWitness for HttpWitness {
-    fn reaches_redis<'a>(
+    fn ask<'a>(
         &'a self,
         control_url: &'a str,
         limit: Duration,
-    ) -> BoxFuture<'a, Option<bool>> {
+    ) -> BoxFuture<'a, Option<PeerAnswer>> {
         async move {
-            tokio::time::timeout(limit, self.ask(control_url))
+            tokio::time::timeout(limit, self.request(control_url))
                 .await
                 .ok()
                 .flatten()
@@ -134,9 +140,14 @@ mod tests {
 
     #[test]
     fn only_a_clear_answer_counts() {
-        assert_eq!(answer(br#"{"nodeId":"a","redis":"up"}"#), Some(true));
-        assert_eq!(answer(br#"{"redis":"down","fenced":true}"#), Some(false));
-        assert_eq!(answer(br#"{"redis":"none"}"#), None);
+        let up = answer(br#"{"nodeId":"a","redis":"up","healthyMs":1500}"#).expect("clear");
+        assert!(up.reaches_redis);
+        assert_eq!(up.healthy_for, Duration::from_millis(1500));
+        let down = answer(br#"{"redis":"down","fenced":true,"healthyMs":0}"#).expect("clear");
+        assert!(!down.reaches_redis);
+        assert_eq!(answer(br#"{"redis":"up"}"#), None);
+        assert_eq!(answer(br#"{"redis":"up","healthyMs":-1}"#), None);
+        assert_eq!(answer(br#"{"redis":"none","healthyMs":0}"#), None);
         assert_eq!(answer(br#"{"redis":true}"#), None);
         assert_eq!(answer(b"up"), None);
         assert_eq!(answer(b""), None);

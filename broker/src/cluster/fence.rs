@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use super::{Cluster, ClusterSettings};
 use crate::conn::close;
+use crate::peer::PeerAnswer;
 use crate::state::NodeState;
 
 /// The heartbeat's record of this node's hold on its liveness key.
@@ -72,6 +73,12 @@ impl Lease {
     pub(super) fn healthy_for(&self, span: std::time::Duration) -> bool {
         self.healthy_since.is_some_and(|t| t.elapsed() >= span)
     }
+
+    /// For how long every heartbeat has succeeded (zero when the last one failed).
+    pub(super) fn healthy(&self) -> std::time::Duration {
+        self.healthy_since
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed())
+    }
 }
 
 /// What the peers' answers say about a node that cannot reach Redis.
@@ -92,6 +99,16 @@ impl Verdict {
     pub(super) fn fences(self) -> bool {
         matches!(self, Verdict::Partitioned | Verdict::Isolated)
     }
+}
+
+/// True when a peer that reaches Redis could reap this node before the next round of questions
+/// is decided: it has been healthy for nearly a full `node_ttl` (reapers wait that long).
+pub(super) fn reap_is_near(answers: &[Option<PeerAnswer>], s: &ClusterSettings) -> bool {
+    let next_decision = s.heartbeat + s.peer_timeout() + s.fence_margin();
+    answers
+        .iter()
+        .flatten()
+        .any(|a| a.reaches_redis && s.node_ttl.saturating_sub(a.healthy_for) <= next_decision)
 }
 
 /// Judges the answers (`None`: no usable answer in time).
@@ -132,9 +149,23 @@ pub(super) async fn watch(state: Arc<NodeState>, cluster: Arc<Cluster>) {
                 continue;
             }
         }
-        let verdict = judge(&ask_peers(&cluster).await);
+        let answers = ask_peers(&cluster).await;
         if cluster.lease().renewed_at != renewed {
             continue; // the heartbeat got through meanwhile
+        }
+        let verdict = judge(
+            &answers
+                .iter()
+                .map(|a| a.map(|a| a.reaches_redis))
+                .collect::<Vec<_>>(),
+        );
+        if verdict == Verdict::Partitioned && !reap_is_near(&answers, s) {
+            // The peers reaching Redis have only just got it back (after a whole outage): none
+            // can reap before the next round, and this node's own heartbeat may get through by
+            // then. No new clients meanwhile.
+            cluster.outage.store(false, Ordering::Relaxed);
+            tokio::time::sleep(s.heartbeat).await;
+            continue;
         }
         cluster.outage.store(!verdict.fences(), Ordering::Relaxed);
         if verdict.fences() {
@@ -148,7 +179,7 @@ pub(super) async fn watch(state: Arc<NodeState>, cluster: Arc<Cluster>) {
 }
 
 /// Asks every known peer at once; stops at the first that reaches Redis.
-async fn ask_peers(cluster: &Cluster) -> Vec<Option<bool>> {
+async fn ask_peers(cluster: &Cluster) -> Vec<Option<PeerAnswer>> {
     let Some((_, witness)) = cluster.witness.get() else {
         return Vec::new();
     };
@@ -161,7 +192,7 @@ async fn ask_peers(cluster: &Cluster) -> Vec<Option<bool>> {
     let mut asks: FuturesUnordered<_> = peers
         .iter()
         .map(|url| async move {
-            tokio::time::timeout(limit, witness.reaches_redis(url, limit))
+            tokio::time::timeout(limit, witness.ask(url, limit))
                 .await
                 .ok()
                 .flatten()
@@ -170,7 +201,7 @@ async fn ask_peers(cluster: &Cluster) -> Vec<Option<bool>> {
     let mut answers = Vec::with_capacity(peers.len());
     while let Some(answer) = asks.next().await {
         answers.push(answer);
-        if answer == Some(true) {
+        if answer.is_some_and(|a| a.reaches_redis) {
             break;
         }
     }
@@ -264,6 +295,27 @@ mod tests {
             assert!(s.beat_timeout() < s.ask_peers_after());
         }
         assert!(crate::config::fencing_fits(500, 1999).is_err());
+    }
+
+    #[test]
+    fn a_peer_just_back_from_an_outage_cannot_reap_yet() {
+        let s = settings(200, 1000);
+        let up = |ms| {
+            Some(PeerAnswer {
+                reaches_redis: true,
+                healthy_for: std::time::Duration::from_millis(ms),
+            })
+        };
+        // Healthy for 100 ms: it reaps 900 ms from now at the earliest; the next decision is
+        // 200 + 100 + 100 ms away.
+        assert!(!reap_is_near(&[up(100)], &s));
+        assert!(reap_is_near(&[up(600)], &s));
+        assert!(reap_is_near(&[up(100), up(5_000)], &s));
+        let down = Some(PeerAnswer {
+            reaches_redis: false,
+            healthy_for: std::time::Duration::ZERO,
+        });
+        assert!(!reap_is_near(&[down, None], &s));
     }
 
     #[tokio::test(start_paused = true)]

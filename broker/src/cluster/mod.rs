@@ -442,9 +442,16 @@ impl ClusterLink for Link {
 
     fn health(&self) -> ClusterHealth {
         let fenced = self.is_fenced();
+        let lease = self.cluster.lease();
+        let reaches_redis = !fenced && lease.fresh(&self.cluster.settings);
         ClusterHealth {
-            reaches_redis: !fenced && self.cluster.lease().fresh(&self.cluster.settings),
+            reaches_redis,
             fenced,
+            healthy_for: if reaches_redis {
+                lease.healthy()
+            } else {
+                Duration::ZERO
+            },
         }
     }
 

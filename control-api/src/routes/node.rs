@@ -2,8 +2,9 @@
 //! this (see [`crate::peer`]): `"redis": "up"` from any of them means it is cut off alone and
 //! must fence itself.
 //!
-//! Answer: `{"nodeId", "cluster": bool, "redis": "up" | "down" | "none", "fenced": bool}`;
-//! `"none"` on a single node.
+//! Answer: `{"nodeId", "cluster": bool, "redis": "up" | "down" | "none", "fenced": bool,
+//! "healthyMs"}`; `"none"` on a single node; `healthyMs`: for how long every heartbeat has
+//! succeeded (a peer reaps only after a full `node_ttl` of them).
 
 use actix_web::HttpResponse;
 use gangway_broker::Broker;
@@ -35,6 +36,7 @@ pub fn describe(broker: &Broker) -> HttpResponse {
             "cluster": health.is_some(),
             "redis": redis,
             "fenced": health.is_some_and(|h| h.fenced),
+            "healthyMs": health.map_or(0, |h| h.healthy_for.as_millis() as u64),
         })
         .to_string(),
     )
