@@ -222,3 +222,27 @@ async fn metrics_are_served() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_node_description_peers_ask_for_needs_credentials() {
+    let node = node(&format!("{ECHO}[control]\ntokens = [\"token-one-1234\"]\n")).await;
+    let api = Control::of(&node);
+    assert_eq!(api.request(Method::GET, "/@node", "").await.status, 401);
+    assert_eq!(
+        api.bearer("wrong-token")
+            .request(Method::GET, "/@node", "")
+            .await
+            .status,
+        403
+    );
+    let r = api
+        .bearer("token-one-1234")
+        .request(Method::GET, "/prod/@node", "")
+        .await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["cluster"], false);
+    assert_eq!(j["redis"], "none");
+    assert_eq!(j["fenced"], false);
+    node.shutdown().await;
+}
