@@ -8,6 +8,7 @@ X-Gangway-Signature, prints the event, and answers:
   POST /disconnect  200
 
 Run: WEBHOOK_SECRET=change-me python3 examples/backend.py   (listens on 127.0.0.1:3000)
+BACKEND_HOST sets the address it binds (default 127.0.0.1; deploy/compose.yaml uses 0.0.0.0).
 """
 import hashlib
 import hmac
@@ -17,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SECRET = os.environ.get("WEBHOOK_SECRET", "change-me").encode()
+HOST = os.environ.get("BACKEND_HOST", "127.0.0.1")
 TOLERANCE_SECS = 300
 
 
@@ -68,5 +70,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    print("backend listening on http://127.0.0.1:3000", flush=True)
-    ThreadingHTTPServer(("127.0.0.1", 3000), Handler).serve_forever()
+    print(f"backend listening on http://{HOST}:3000", flush=True)
+    ThreadingHTTPServer((HOST, 3000), Handler).serve_forever()

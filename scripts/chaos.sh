@@ -21,6 +21,12 @@ else
   cargo build -q -p gangway -p gangway-loadtest
 fi
 command -v redis-server >/dev/null || { echo "chaos.sh: redis-server is needed (scripts/test.sh installs it)"; exit 2; }
+# A --dir given by the caller is kept; the default temporary one only when the run fails.
+for a in "${args[@]}"; do
+  if [ "$a" = "--dir" ] || [[ "$a" == --dir=* ]]; then
+    exec "target/$profile/gangway-loadtest" chaos --gangway "target/$profile/gangway" "${args[@]}"
+  fi
+done
 dir=$(mktemp -d -t gangway-chaos.XXXXXX)
 status=0
 target/$profile/gangway-loadtest chaos --gangway "target/$profile/gangway" --dir "$dir" "${args[@]}" || status=$?

@@ -11,7 +11,7 @@ use gangway_broker::{Config, ConfigBuilder};
 use gangway_control_api::config::ControlConfig;
 
 /// `[listen]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenConfig {
     /// Public WebSocket listener (`websocket`, default `127.0.0.1:8080`).
     pub websocket: SocketAddr,
@@ -35,6 +35,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `level`: a tracing filter such as `info` or `gangway_broker=debug`.
     pub level: String,
+    /// `access`: one line per connection at `info` (target `gangway::access`); default true.
+    pub access: bool,
 }
 
 /// The whole configuration of one node.
@@ -66,10 +68,11 @@ impl GatewayConfig {
         let mut known: Vec<&str> = SECTIONS.to_vec();
         known.extend(["control", "listen", "log"]);
         unknown_sections(&table, &known, &mut problems);
-        let broker = Config::from_table(&table, &mut problems);
+        let mut broker = Config::from_table(&table, &mut problems);
         let control = ControlConfig::read(&table, &mut problems);
         let listen = read_listen(&table, &mut problems);
         let log = read_log(&table, &mut problems);
+        broker.access_log = log.access;
         if !listen.control.ip().is_loopback() && !control.requires_auth() {
             problems.push(ConfigProblem {
                 key: "listen.control".into(),
@@ -95,6 +98,25 @@ impl GatewayConfig {
     /// Parses and validates a whole TOML document (no environment, no flags).
     pub fn from_toml_str(text: &str) -> Result<GatewayConfig, ConfigError> {
         GatewayConfig::build(ConfigBuilder::new().file("config", text))
+    }
+
+    /// What is valid but probably not meant: printed by `--check` and logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let answers_messages = self
+            .broker
+            .routes
+            .keys()
+            .any(|k| k == "$default" || !k.starts_with('$'));
+        if !answers_messages {
+            warnings.push(
+                "no route answers messages (no [routes.\"$default\"] and no custom route): \
+                 every client message will get {\"message\": \"Forbidden\"}. A file replaces the \
+                 built-in echo route; add e.g. [routes.\"$default\"] integration = \"mock\""
+                    .to_string(),
+            );
+        }
+        warnings
     }
 }
 
@@ -122,8 +144,13 @@ fn read_log(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> LogConfig
         }
     };
     let level = r.string("level").unwrap_or_else(|| "info".into());
+    let access = r.bool("access", true);
     r.finish();
-    LogConfig { format, level }
+    LogConfig {
+        format,
+        level,
+        access,
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +255,49 @@ format = "xml"
         assert_eq!(c.control.tokens, vec!["tok-one-1", "tok-two-2"]);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.broker.api.stage, "dev");
+    }
+
+    /// What Kubernetes injects into every pod of a namespace with Services called `gangway`
+    /// (ports 8080 and 9090) and `gangway-control` (port 9090, named `http`).
+    fn kubernetes_service_links() -> Vec<(String, String)> {
+        [
+            ("GANGWAY_SERVICE_HOST", "10.0.0.1"),
+            ("GANGWAY_SERVICE_PORT", "8080"),
+            ("GANGWAY_SERVICE_PORT_WEBSOCKET", "8080"),
+            ("GANGWAY_PORT", "tcp://10.0.0.1:8080"),
+            ("GANGWAY_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+            ("GANGWAY_PORT_8080_TCP_PROTO", "tcp"),
+            ("GANGWAY_PORT_8080_TCP_PORT", "8080"),
+            ("GANGWAY_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("GANGWAY_PORT_9090_TCP", "tcp://10.0.0.1:9090"),
+            ("GANGWAY_PORT_9090_TCP_PROTO", "tcp"),
+            ("GANGWAY_PORT_9090_TCP_PORT", "9090"),
+            ("GANGWAY_PORT_9090_TCP_ADDR", "10.0.0.1"),
+            ("GANGWAY_CONTROL_SERVICE_HOST", "10.0.0.2"),
+            ("GANGWAY_CONTROL_SERVICE_PORT", "9090"),
+            ("GANGWAY_CONTROL_SERVICE_PORT_HTTP", "9090"),
+            ("GANGWAY_CONTROL_PORT", "tcp://10.0.0.2:9090"),
+            ("GANGWAY_CONTROL_PORT_9090_TCP", "tcp://10.0.0.2:9090"),
+            ("GANGWAY_CONTROL_PORT_9090_TCP_PROTO", "tcp"),
+            ("GANGWAY_CONTROL_PORT_9090_TCP_PORT", "9090"),
+            ("GANGWAY_CONTROL_PORT_9090_TCP_ADDR", "10.0.0.2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_and_typos_still_refused() {
+        let mut vars = kubernetes_service_links();
+        vars.push(("GANGWAY_API_STAGE".into(), "dev".into()));
+        let c = GatewayConfig::build(ConfigBuilder::new().env(vars.clone())).expect("valid");
+        assert_eq!(c.broker.api.stage, "dev");
+        // A known section with an unknown key is still refused, named by its key.
+        vars.push(("GANGWAY_LIMITS_MAX_MESAGE_BYTES".into(), "1024".into()));
+        let err = GatewayConfig::build(ConfigBuilder::new().env(vars)).expect_err("typo");
+        assert_eq!(err.problems.len(), 1, "{err:?}");
+        assert!(err.problems[0].key.contains("max_mesage_bytes"), "{err:?}");
     }
 
     #[test]

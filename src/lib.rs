@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub mod config;
+pub mod probe;
+pub mod reload;
 
 use gangway_broker::{Broker, BrokerError};
 use gangway_control_api::peer::HttpWitness;
-use gangway_control_api::ServerOptions;
+use gangway_control_api::{Access, Reload as _, ReloadOutcome, ServerOptions};
 use tokio::task::JoinHandle;
 
 pub use config::GatewayConfig;
@@ -20,7 +22,7 @@ pub enum StartError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     /// A listener could not be bound.
-    #[error("cannot bind the {which} listener on {addr}: {source}")]
+    #[error("cannot bind the {which} listener on {addr}")]
     Bind {
         /// `websocket` or `control`.
         which: &'static str,
@@ -63,6 +65,7 @@ pub struct Node {
     control: actix_web::dev::ServerHandle,
     control_task: JoinHandle<std::io::Result<()>>,
     broker_task: JoinHandle<()>,
+    reloader: Option<Arc<reload::Reloader>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -80,6 +83,19 @@ impl Node {
     /// # Errors
     /// Fails when a listener cannot be bound or the broker cannot be built.
     pub async fn start(config: GatewayConfig) -> Result<Node, StartError> {
+        Node::start_with(config, None).await
+    }
+
+    /// As [`Node::start`]; with a `loader`, the node can reload ([`Node::reload`], SIGHUP in
+    /// the binary, `POST /@admin/reload`) by calling it for the new configuration.
+    ///
+    /// # Errors
+    /// Fails when a listener cannot be bound or the broker cannot be built.
+    pub async fn start_with(
+        config: GatewayConfig,
+        loader: Option<reload::Loader>,
+    ) -> Result<Node, StartError> {
+        let running = config.clone();
         let ws_addr = config.listen.websocket;
         let control_addr = config.listen.control;
         let ws_listener = bind(ws_addr, WEBSOCKET_BACKLOG).map_err(|source| StartError::Bind {
@@ -105,6 +121,7 @@ impl Node {
         let control_local = bound(control_listener.local_addr(), "control", control_addr)?;
         let control_url = config.broker.cluster.control_url.clone();
         let broker = Broker::new(config.broker)?;
+        let access = Access::new(config.control);
         if broker.cluster_health().is_some() {
             // Where peers reach this node when one of them loses Redis (see ARCHITECTURE.md,
             // "The $disconnect contract").
@@ -112,7 +129,7 @@ impl Node {
                 (!control_local.ip().is_unspecified()).then(|| format!("http://{control_local}"))
             }) {
                 Some(url) => {
-                    let witness = HttpWitness::new(&config.control)
+                    let witness = HttpWitness::new(Arc::clone(&access))
                         .map_err(|e| StartError::PeerClient(e.to_string()))?;
                     broker.enable_peer_checks(url, Arc::new(witness));
                 }
@@ -125,11 +142,22 @@ impl Node {
         if !broker.wait_joined(std::time::Duration::from_secs(3)).await {
             tracing::warn!("Redis did not answer: serving local traffic; cross-node calls answer 503 until it does");
         }
+        let reloader = loader.map(|loader| {
+            Arc::new(reload::Reloader::new(
+                loader,
+                broker.clone(),
+                Arc::clone(&access),
+                running,
+            ))
+        });
         let server = gangway_control_api::serve(
             broker.clone(),
             control_listener,
             ServerOptions {
-                control: config.control,
+                access,
+                reload: reloader
+                    .clone()
+                    .map(|r| r as Arc<dyn gangway_control_api::Reload>),
                 ..ServerOptions::default()
             },
         )
@@ -156,7 +184,17 @@ impl Node {
             control,
             control_task,
             broker_task,
+            reloader,
         })
+    }
+
+    /// Reloads the configuration (see [`reload`]); `Err` when the node was started without a
+    /// loader or the new configuration was refused (the running one stays).
+    pub async fn reload(&self) -> Result<ReloadOutcome, String> {
+        match &self.reloader {
+            Some(r) => r.reload().await,
+            None => Err("this node was started without a configuration source".into()),
+        }
     }
 
     /// Drains: stop accepting, close clients with 1001, deliver their `$disconnect` events,

@@ -4,7 +4,9 @@
 //! With no configuration at all the node listens on 127.0.0.1:8080 (WebSocket) and
 //! 127.0.0.1:9090 (control), and its `$default` route echoes.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -16,7 +18,7 @@ use gangway_broker::{Config, ConfigBuilder};
 const EXIT_CONFIG: u8 = 64;
 
 /// Self-hosted WebSocket gateway: AWS API Gateway WebSocket semantics, plus fan-out.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "gangway", version)]
 struct Cli {
     /// TOML configuration file.
@@ -46,6 +48,10 @@ struct Cli {
     /// Validate the configuration, print the problems, and exit.
     #[arg(long)]
     check: bool,
+    /// Health probe for images without shell tools: GET this URL (http only, e.g.
+    /// http://127.0.0.1:9090/healthz), exit 0 on a 2xx answer within 5 s, 1 otherwise.
+    #[arg(long, value_name = "URL")]
+    probe: Option<String>,
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Result<GatewayConfig, gangway_broker::ConfigError>> {
@@ -85,7 +91,10 @@ fn init_logging(config: &GatewayConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: a log written to a file or a pipe gets no escape codes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -94,6 +103,9 @@ fn init_logging(config: &GatewayConfig) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(url) = &cli.probe {
+        return probe(url);
+    }
     let config = match load_config(&cli) {
         Ok(Ok(config)) => config,
         Ok(Err(problems)) => {
@@ -106,10 +118,16 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        for w in config.warnings() {
+            println!("warning: {w}");
+        }
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,26 +138,57 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: logging is up, and its line is where an operator looks.
             tracing::error!("{e:#}");
-            eprintln!("gangway: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+/// `--probe URL`: one GET, for a container `HEALTHCHECK` (the runtime image has no curl).
+fn probe(url: &str) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(gangway::probe::get(url, std::time::Duration::from_secs(5))));
+    match answer {
+        Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("gangway: probe {url}: HTTP {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gangway: probe {url}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: GatewayConfig, cli: Cli) -> anyhow::Result<()> {
     // Installed before the node starts (and logs that it did): a SIGTERM right after the
     // start line must drain, not kill. One listener for the whole run: the second signal is the
     // next event on the same streams.
     let mut signals = Signals::install()?;
-    let node = Node::start(config).await?;
-    signals.next().await;
+    // A reload reads the configuration as the start did: the same file, environment and flags.
+    let loader: gangway::reload::Loader = Arc::new(move || match load_config(&cli) {
+        Ok(Ok(config)) => Ok(config),
+        Ok(Err(problems)) => Err(problems.to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    });
+    let node = Node::start_with(config, Some(loader)).await?;
+    while signals.next().await == Signal::Reload {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = node.reload().await;
+    }
     tracing::info!("signal received: draining (a second signal exits at once)");
     tokio::spawn(async move {
-        signals.next().await;
+        while signals.next().await == Signal::Reload {
+            tracing::warn!("SIGHUP while draining: ignored");
+        }
         tracing::warn!("second signal: exiting now");
         std::process::exit(1);
     });
@@ -147,10 +196,20 @@ async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT, as streams.
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, as streams.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -159,13 +218,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
         })
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

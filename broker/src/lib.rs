@@ -25,6 +25,7 @@ mod integration;
 pub mod metrics;
 mod ops;
 pub mod peer;
+pub mod reload;
 mod selection;
 mod state;
 mod ws;
@@ -33,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rand::RngCore as _;
 use tokio::net::TcpListener;
@@ -43,6 +45,7 @@ use tokio_util::task::TaskTracker;
 pub use config::{Config, ConfigBuilder, ConfigError};
 pub use conn::connection::ConnectionInfo;
 pub use conn::id::{request_id, ConnectionId, InvalidConnectionId, NodeTag};
+pub use conn::op::Listed;
 pub use error::{BrokerError, ConnectionError};
 pub use fanout::FanOut;
 pub use integration::signature;
@@ -93,17 +96,14 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         .node_id
         .clone()
         .unwrap_or_else(generated_node_id);
-    // Validation requires a secret whenever a route calls a backend; without one nothing is
-    // ever signed, so a random key stands in (never logged).
-    let secret = match &config.api.webhook_secret {
-        Some(s) => s.as_bytes().to_vec(),
-        None => {
-            let mut raw = [0u8; 32];
-            rand::rng().fill_bytes(&mut raw);
-            raw.to_vec()
-        }
-    };
+    let secret = integration::webhook_key(&config);
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .max_connections
+        .set(i64::try_from(config.limits.max_connections).unwrap_or(i64::MAX));
+    metrics
+        .cluster_enabled
+        .set(i64::from(config.cluster.redis_url.is_some()));
     let routes = Routes::new(&config, secret, Arc::clone(&metrics))?;
     let limits = &config.limits;
     let ws_config = WebSocketConfig::default()
@@ -119,12 +119,12 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         write_through: WriteThrough::new(limits.write_through_max_recipients),
         slots: Capacity::new(limits.max_connections),
         handshakes: Capacity::new(limits.max_pending_handshakes),
-        config: Arc::new(config),
+        config: ArcSwap::from_pointee(config),
         registry: Registry::new(),
         channels: Channels::new(),
         listen_domain: OnceLock::new(),
         cluster: OnceLock::new(),
-        routes,
+        routes: ArcSwap::from_pointee(routes),
         metrics,
         ws_config,
         shutdown: CancellationToken::new(),
@@ -158,9 +158,20 @@ impl Broker {
         Ok(Broker { state })
     }
 
-    /// The configuration this node runs with.
-    pub fn config(&self) -> &Config {
-        &self.state.config
+    /// The configuration this node runs with now (a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
+        self.state.config.load_full()
+    }
+
+    /// Applies a reloaded configuration to new events at once: routes, the route selection
+    /// expression, integrations, the webhook secret and the limits that can change safely.
+    /// Settings fixed at start (see [`reload::RESTART_ONLY`]) keep their running values and
+    /// are named in the report. Nothing is applied when the routes cannot be built.
+    ///
+    /// # Errors
+    /// Fails when the new routes' HTTP client cannot be built; the old configuration stays.
+    pub fn reload(&self, new: Config) -> Result<reload::Report, BrokerError> {
+        reload::apply(&self.state, new)
     }
 
     /// This node's id.
@@ -218,7 +229,7 @@ impl Broker {
             c.outbox
                 .request_close(close::GOING_AWAY, "Server shutting down");
         });
-        let grace = Duration::from_secs(s.config.limits.shutdown_grace_secs);
+        let grace = Duration::from_secs(s.config().limits.shutdown_grace_secs);
         let deadline = tokio::time::Instant::now() + grace;
         s.connections.close();
         if tokio::time::timeout_at(deadline, s.connections.wait())
@@ -242,13 +253,20 @@ impl Broker {
         }
     }
 
-    /// Why the node is not ready, if it is not: draining, fenced, or Redis unreachable.
+    /// True while this node's Redis connection is up; `None` on a single node.
+    pub fn redis_up(&self) -> Option<bool> {
+        self.state.cluster().map(|c| c.is_up())
+    }
+
+    /// Why the node is not ready, if it is not: draining, fenced, or Redis unreachable (unless
+    /// its peers confirmed a whole outage after it had joined: then every node is as good as
+    /// another for new clients, and a load balancer should keep sending them).
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.is_shutting_down() {
             Some("draining")
         } else if self.state.cluster().is_some_and(|c| c.is_fenced()) {
             Some("fenced: cut off from Redis while other nodes reach it")
-        } else if self.state.cluster().is_some_and(|c| !c.is_up()) {
+        } else if self.state.cluster().is_some_and(|c| !c.ready()) {
             Some("redis unreachable")
         } else {
             None
@@ -432,6 +450,59 @@ impl Broker {
         tracing::warn!(error = %e, "delivered locally only: the cluster is unavailable");
     }
 
+    /// One page of `GET /@connections`: up to `limit` open connections after the cursor
+    /// `after` — of this node, or in cluster mode of every member, node by node in tag order,
+    /// each node's in id order. `next` is the cursor of the following page (`None`: done). A
+    /// member that died meanwhile is skipped (its connections are gone); one that does not
+    /// answer fails the page with `Unavailable`, so the caller can retry the same cursor.
+    pub async fn list_connections(
+        &self,
+        after: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<ConnectionPage, ConnectionError> {
+        let own = self.state.node_tag;
+        let tags = match self.state.cluster() {
+            Some(c) => c.members().await?,
+            None => vec![own],
+        };
+        let limit = limit.max(1);
+        let mut items = Vec::new();
+        let start = after.map_or(tags[0], |a| a.node());
+        let mut nodes = tags.iter().copied().filter(|t| *t >= start).peekable();
+        while let Some(tag) = nodes.next() {
+            let from = match after {
+                Some(a) if a.node() == tag => a,
+                _ => ConnectionId::first_of(tag),
+            };
+            let op = ConnOp::List {
+                after: from,
+                limit: limit - items.len() as u32,
+            };
+            let outcome = match self.state.remote(from) {
+                Some(c) => match c.call(from, op).await {
+                    Err(ConnectionError::Gone) => continue,
+                    other => other?,
+                },
+                None => ops::execute(&self.state, from, op).await?,
+            };
+            let OpOutcome::Listed { items: page, more } = outcome else {
+                return Err(ConnectionError::Unavailable(
+                    "unexpected answer from a node".into(),
+                ));
+            };
+            items.extend(page);
+            if more {
+                let next = items.last().map(|l| l.id.to_string());
+                return Ok(ConnectionPage { items, next });
+            }
+            if items.len() as u32 >= limit {
+                let next = nodes.peek().map(|t| ConnectionId::first_of(*t).to_string());
+                return Ok(ConnectionPage { items, next });
+            }
+        }
+        Ok(ConnectionPage { items, next: None })
+    }
+
     /// GetConnection.
     pub async fn get_connection(&self, id: &str) -> Result<ConnectionInfo, ConnectionError> {
         match self.on_connection(id, ConnOp::Get).await? {
@@ -456,6 +527,15 @@ impl Broker {
             .await
             .map(|_| ())
     }
+}
+
+/// A page of `GET /@connections` (see [`Broker::list_connections`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionPage {
+    /// The connections, in listing order.
+    pub items: Vec<Listed>,
+    /// The cursor of the next page; `None` when this was the last.
+    pub next: Option<String>,
 }
 
 /// Internals that benches (`benches/`), fuzz targets (`fuzz/`) and tests drive directly; not a

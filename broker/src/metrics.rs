@@ -1,4 +1,9 @@
 //! Prometheus metrics of one node. Every drop and disconnect is counted with a `reason`.
+//!
+//! The label values alerts and dashboards name (drop reasons, `$disconnect` outcomes, handshake
+//! rejections, cluster drops) start at 0, so every family is exported from the start and a
+//! `rate()` over it has a series before the first event. The process's own CPU, memory and
+//! file descriptors are exported as the standard `process_*` metrics (Linux).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -48,7 +53,31 @@ pub struct Metrics {
     /// `gangway_messages_written_through_total`: fan-out frames sent straight to a socket by
     /// the publisher (also counted in `messages_sent_total`).
     pub messages_written_through_total: IntCounter,
+    /// `gangway_max_connections`: the configured `[limits] max_connections`.
+    pub max_connections: IntGauge,
+    /// `gangway_cluster_enabled`: 1 in cluster mode (so Redis alerts skip single nodes).
+    pub cluster_enabled: IntGauge,
 }
+
+/// `gangway_outbound_dropped_total` reasons exported from the start.
+const DROP_REASONS: &[&str] = &[
+    "slow_consumer",
+    "queue_full",
+    "connection_closing",
+    "connection_closed",
+    "write_timeout",
+];
+/// `gangway_disconnect_events_total` outcomes.
+const DISCONNECT_OUTCOMES: &[&str] = &["delivered", "rejected", "retried", "failed"];
+/// `gangway_handshakes_rejected_total` reasons exported from the start.
+const REJECT_REASONS: &[&str] = &["capacity", "handshakes_full", "timeout", "malformed"];
+/// `gangway_integration_errors_total` kinds (a non-2xx answer, then the transport's errors).
+const INTEGRATION_ERROR_KINDS: &[&str] =
+    &["status", "timeout", "unreachable", "response_too_large"];
+/// `gangway_messages_sent_total` sources exported from the start.
+const SENT_SOURCES: &[&str] = &["route", "push", "publish", "broadcast", "gateway"];
+/// `gangway_cluster_dropped_total` reasons exported from the start.
+const CLUSTER_DROP_REASONS: &[&str] = &["inbox_full", "malformed", "too_large", "publish_failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -155,6 +184,16 @@ impl Metrics {
                 "Fan-out frames the publisher wrote straight to a client's socket",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            max_connections: IntGauge::new(
+                "gangway_max_connections",
+                "The configured [limits] max_connections",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            cluster_enabled: IntGauge::new(
+                "gangway_cluster_enabled",
+                "1 when the node runs in cluster mode",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -176,12 +215,43 @@ impl Metrics {
             Box::new(m.cluster_fenced.clone()),
             Box::new(m.cluster_fenced_connections_total.clone()),
             Box::new(m.messages_written_through_total.clone()),
+            Box::new(m.max_connections.clone()),
+            Box::new(m.cluster_enabled.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
             // Names are distinct constants, so registration cannot collide.
             let _ = m.registry.register(c);
         }
+        let prime = |vec: &IntCounterVec, values: &[&str]| {
+            for v in values {
+                let _ = vec.with_label_values(&[v]);
+            }
+        };
+        prime(&m.outbound_dropped_total, DROP_REASONS);
+        prime(&m.disconnect_events_total, DISCONNECT_OUTCOMES);
+        prime(&m.handshakes_rejected_total, REJECT_REASONS);
+        prime(&m.cluster_dropped_total, CLUSTER_DROP_REASONS);
+        prime(&m.messages_sent_total, SENT_SOURCES);
+        for kind in ["request", "reply", "publish", "broadcast"] {
+            let _ = m.cluster_messages_total.with_label_values(&["in", kind]);
+        }
         m
+    }
+
+    /// Exports route `key`'s series from the start: messages received, and for a route that
+    /// calls a backend its latency histogram and an error count per kind (so an error-ratio
+    /// alert has both sides before the first call).
+    pub fn prime_route(&self, key: &str, calls_backend: bool) {
+        let _ = self.messages_received_total.with_label_values(&[key]);
+        if calls_backend {
+            let _ = self.integration_duration_seconds.with_label_values(&[key]);
+            for kind in INTEGRATION_ERROR_KINDS {
+                let _ = self
+                    .integration_errors_total
+                    .with_label_values(&[key, kind]);
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -215,5 +285,23 @@ mod tests {
         let text = m.render();
         assert!(text.contains("gangway_connections 1"));
         assert!(text.contains("gangway_outbound_dropped_total{reason=\"slow_consumer\"} 1"));
+    }
+
+    #[test]
+    fn alerting_families_and_process_metrics_exist_before_any_event() {
+        let text = Metrics::new().render();
+        for family in [
+            "gangway_outbound_dropped_total{reason=\"queue_full\"} 0",
+            "gangway_disconnect_events_total{outcome=\"failed\"} 0",
+            "gangway_handshakes_rejected_total{reason=\"capacity\"} 0",
+            "gangway_cluster_dropped_total{reason=\"inbox_full\"} 0",
+            "gangway_max_connections 0",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(text.contains(family), "{family} missing");
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::conn::close;
 use crate::conn::connection::Connection;
 use crate::conn::frame;
 use crate::conn::id::ConnectionId;
-use crate::conn::op::{ConnOp, OpOutcome};
+use crate::conn::op::{ConnOp, Listed, OpOutcome};
 use crate::error::ConnectionError;
 use crate::fanout::channels::{self, SubscribeError};
 use crate::fanout::deliver;
@@ -44,7 +44,22 @@ pub async fn execute(
                 .map(|(id, payload)| post(state, *id, payload))
                 .collect(),
         )),
+        ConnOp::List { after, limit } => Ok(list(state, after, limit)),
     }
+}
+
+/// A page of this node's open connections (see [`ConnOp::List`]).
+pub fn list(state: &NodeState, after: ConnectionId, limit: u32) -> OpOutcome {
+    let (conns, more) = state.registry.page_after(after, limit as usize);
+    let items = conns
+        .iter()
+        .map(|c| Listed {
+            id: c.id,
+            info: c.info(),
+            channels: c.channels_lock().iter().map(|ch| ch.to_string()).collect(),
+        })
+        .collect();
+    OpOutcome::Listed { items, more }
 }
 
 /// The record of an open connection of this node.
@@ -54,7 +69,7 @@ pub fn lookup(state: &NodeState, id: ConnectionId) -> Result<Arc<Connection>, Co
 
 /// Checks a payload against `max_message_bytes`.
 pub fn check_size(state: &NodeState, data: &[u8]) -> Result<(), ConnectionError> {
-    let max = state.config.limits.max_message_bytes;
+    let max = state.config().limits.max_message_bytes;
     if data.len() > max {
         return Err(ConnectionError::PayloadTooLarge {
             size: data.len(),
@@ -116,7 +131,7 @@ pub async fn subscribe(
     channel: &str,
 ) -> Result<(), ConnectionError> {
     check_channel(channel)?;
-    let max = state.config.limits.max_channels_per_connection;
+    let max = state.config().limits.max_channels_per_connection;
     match state.channels.subscribe(channel, conn, max) {
         Ok(_) => {
             if let Some(c) = state.cluster() {

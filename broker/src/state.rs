@@ -2,6 +2,7 @@
 //! task trackers — and, in cluster mode, the cluster, seen through the [`ClusterLink`] trait so
 //! that nothing below the façade imports the cluster module.
 
+use arc_swap::ArcSwap;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
@@ -54,6 +55,12 @@ pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
     fn register<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, ()>;
     /// Forgets a connection that ended here (its `$disconnect` is this node's to send).
     fn unregister<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, ()>;
+    /// True when this node should get new clients from a load balancer: not fenced, and Redis
+    /// is up — or this node joined before and its peers confirmed a whole outage (nobody can
+    /// reap; every node is as good as another). A node that never joined is not ready.
+    fn ready(&self) -> bool;
+    /// Every member's tag (this node's included), from the member list in Redis.
+    fn members(&self) -> BoxFuture<'_, Result<Vec<NodeTag>, ConnectionError>>;
     /// Runs `op` on `conn`, owned by another node; its answer.
     fn call(
         &self,
@@ -84,14 +91,17 @@ pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
 
 /// See the module documentation.
 pub(crate) struct NodeState {
-    pub(crate) config: Arc<Config>,
+    /// The configuration in force: replaced whole by a reload (see [`crate::reload`]); read
+    /// it through [`NodeState::config`] per event, never keep it across one.
+    pub(crate) config: ArcSwap<Config>,
     pub(crate) node_id: String,
     pub(crate) node_tag: NodeTag,
     pub(crate) registry: Registry,
     pub(crate) channels: Channels,
     /// The cluster, when `[cluster] redis_url` is set.
     pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
-    pub(crate) routes: Routes,
+    /// The routes in force, replaced with the configuration by a reload.
+    pub(crate) routes: ArcSwap<Routes>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) ws_config: WebSocketConfig,
     /// Cancelled when the node starts draining.
@@ -111,6 +121,16 @@ pub(crate) struct NodeState {
 }
 
 impl NodeState {
+    /// The configuration in force now.
+    pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The routes in force now.
+    pub(crate) fn routes(&self) -> arc_swap::Guard<Arc<Routes>> {
+        self.routes.load()
+    }
+
     /// The cluster, if any.
     pub(crate) fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
         self.cluster.get()

@@ -4,7 +4,7 @@
 use gangway_broker::config::{ConfigProblem, Section};
 
 /// `[[control.aws_credentials]]` entry: a SigV4 key pair.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsCredential {
     /// `access_key_id`.
     pub access_key_id: String,
@@ -13,7 +13,7 @@ pub struct AwsCredential {
 }
 
 /// `[control]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlConfig {
     /// Accepted bearer tokens.
     pub tokens: Vec<String>,

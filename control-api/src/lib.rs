@@ -6,13 +6,15 @@
 //! them to operations (and feeds [`openapi`]) and holds a handler file per resource
 //! (`connections`, `channels`, `broadcast`, `batch`, `probes`); [`auth`] checks callers
 //! ([`auth::bearer`] tokens, [`auth::sigv4`] signatures, or local-only); [`body`] reads bodies
-//! within bounds; [`config`] is `[control]`; [`error`] is the one error shape and the one table
-//! from broker errors to statuses; this file wires them into actix-web.
+//! within bounds; [`config`] is `[control]` and [`access`] the one in force; [`reload`] is the
+//! seam through which the binary reloads the node; [`error`] is the one error shape and the
+//! one table from broker errors to statuses; this file wires them into actix-web.
 //!
 //! Every response carries `x-amzn-RequestId`. Broker calls are `async`: they may wait for another
 //! node's answer through Redis (at most `rpc_timeout_ms`) but never on a WebSocket client, so a
 //! slow client cannot stall the control API.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -20,8 +22,10 @@ pub mod error;
 pub mod openapi;
 pub mod path;
 pub mod peer;
+pub mod reload;
 pub mod routes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -29,6 +33,9 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use gangway_broker::request_id;
 use gangway_broker::Broker;
+
+pub use crate::access::Access;
+pub use crate::reload::{Outcome as ReloadOutcome, Reload};
 
 use crate::auth::Caller;
 use crate::body::UnverifiedBudget;
@@ -41,16 +48,19 @@ use crate::routes::Op;
 pub struct ServerOptions {
     /// actix worker threads.
     pub workers: usize,
-    /// `[control]`: who may call.
-    pub control: config::ControlConfig,
+    /// `[control]`: who may call (a reload replaces it).
+    pub access: Arc<Access>,
+    /// What `POST /@admin/reload` runs; `None`: the endpoint answers 404.
+    pub reload: Option<Arc<dyn Reload>>,
 }
 
 impl Default for ServerOptions {
-    /// Two workers; no credentials (local callers only).
+    /// Two workers; no credentials (local callers only); no reload.
     fn default() -> Self {
         ServerOptions {
             workers: 2,
-            control: config::ControlConfig::default(),
+            access: Access::new(config::ControlConfig::default()),
+            reload: None,
         }
     }
 }
@@ -68,7 +78,8 @@ pub fn serve(
     let budget = UnverifiedBudget::new(broker.config().limits.max_batch_bytes);
     let data = web::Data::new(State {
         broker,
-        control: options.control,
+        access: options.access,
+        reload: options.reload,
         budget,
     });
     Ok(HttpServer::new(move || {
@@ -86,8 +97,10 @@ pub fn serve(
 /// What every request handler shares.
 struct State {
     broker: Broker,
-    /// `[control]`.
-    control: config::ControlConfig,
+    /// `[control]` in force.
+    access: Arc<Access>,
+    /// `POST /@admin/reload`.
+    reload: Option<Arc<dyn Reload>>,
     /// Bodies read before their SigV4 signature can be checked.
     budget: UnverifiedBudget,
 }
@@ -139,7 +152,7 @@ async fn run(
     let body = if op.is_public() {
         // Probes and scrapers need no credentials; without any configured, they too must be
         // local programs (no DNS rebinding to read metrics from a web page).
-        if !state.control.requires_auth() {
+        if !state.access.current().requires_auth() {
             auth::check_local(req)?;
         }
         Bytes::new()
@@ -150,6 +163,7 @@ async fn run(
         broker,
         body,
         query: req.query_string(),
+        reload: state.reload.as_deref(),
     };
     op.run(call, target).await
 }
@@ -169,8 +183,9 @@ async fn authenticated_body(
         Op::Batch => config.limits.max_batch_bytes,
         _ => 0,
     };
-    let timeout = Duration::from_secs(state.control.body_timeout_secs);
-    match auth::authenticate(req, &state.control)? {
+    let control = state.access.current();
+    let timeout = Duration::from_secs(control.body_timeout_secs);
+    match auth::authenticate(req, &control)? {
         Caller::Local | Caller::Bearer => body::read(req, payload, limit, timeout).await,
         Caller::SigV4(pre) => {
             let declared = body::declared_length(req)?;

@@ -56,6 +56,16 @@ pub fn document() -> Value {
                     "identity": {"type": "object", "properties": {
                         "sourceIp": {"type": "string"}, "userAgent": {"type": "string"}}},
                     "lastActiveAt": {"type": "string", "format": "date-time"}}},
+                "ConnectionPage": {"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "connectionId": {"type": "string"},
+                        "connectedAt": {"type": "string", "format": "date-time"},
+                        "identity": {"type": "object", "properties": {
+                            "sourceIp": {"type": "string"}, "userAgent": {"type": "string"}}},
+                        "lastActiveAt": {"type": "string", "format": "date-time"},
+                        "channels": {"type": "array", "items": {"type": "string"}}}}},
+                    "nextCursor": {"type": "string", "description": "absent on the last page"}},
+                    "required": ["items"]},
                 "Recipients": {"type": "object", "properties": {"recipients": {"type": "integer"}}},
                 "Subscribers": {"type": "object", "properties": {"subscribers": {"type": "integer"}}},
                 "BatchItem": {"type": "object", "properties": {
@@ -89,6 +99,13 @@ fn parameters(path: &str, op: Op) -> Value {
                 "schema": {"type": "integer"}}));
             params.push(json!({"name": "reason", "in": "query", "required": false,
                 "description": "close reason, at most 123 bytes", "schema": {"type": "string"}}));
+        }
+        Op::ListConnections => {
+            params.push(json!({"name": "limit", "in": "query", "required": false,
+                "description": "connections per page, 1-1000 (default 100)",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
+            params.push(json!({"name": "cursor", "in": "query", "required": false,
+                "description": "the nextCursor of the previous page", "schema": {"type": "string"}}));
         }
         Op::Publish | Op::Broadcast => params.push(json!({"name": "exclude", "in": "query",
             "required": false, "description": "a connection id not to send to",
@@ -155,6 +172,12 @@ fn responses(op: Op) -> Value {
         Op::GetConnection => {
             r.insert("200".into(), ok(Some("Connection"), "the connection"));
         }
+        Op::ListConnections => {
+            r.insert(
+                "200".into(),
+                ok(Some("ConnectionPage"), "a page of open connections"),
+            );
+        }
         Op::DeleteConnection | Op::Subscribe | Op::Unsubscribe => {
             r.insert("204".into(), ok(None, "done"));
         }
@@ -178,6 +201,20 @@ fn responses(op: Op) -> Value {
                     "fenced": {"type": "boolean"},
                     "healthyMs": {"type": "integer"}}}}}}),
             );
+        }
+        Op::Reload => {
+            r.insert(
+                "200".into(),
+                json!({"description": "reloaded: what applies now, what needs a restart",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "applied": {"type": "array", "items": {"type": "string"}},
+                    "needRestart": {"type": "array", "items": {"type": "string"}}}}}}}),
+            );
+            r.insert(
+                "404".into(),
+                error("NotFoundException: this node has no configuration to reload"),
+            );
+            r.insert("422".into(), error("UnprocessableEntityException: the new configuration has problems; the running one stays"));
         }
         Op::Batch => {
             r.insert("200".into(), json!({"description": "one result per item, in order",

@@ -17,6 +17,8 @@ pub enum ControlPath {
     Metrics,
     /// `/openapi.json`.
     OpenApi,
+    /// `@connections`: the listing.
+    Connections,
     /// `@connections/{id}` with the decoded id.
     Connection(String),
     /// `@connections/{id}/channels/{channel}`.
@@ -29,6 +31,8 @@ pub enum ControlPath {
     Batch,
     /// `@node`: this node's cluster membership (the peer check).
     Node,
+    /// `@admin/reload`.
+    AdminReload,
     /// A path under a stage other than the configured one (AWS answers 403).
     WrongStage,
     /// A segment that is not valid percent-encoded UTF-8, or empty.
@@ -61,6 +65,7 @@ pub fn parse(raw_path: &str, stage: &str) -> ControlPath {
 /// The `@…` part of a path.
 fn at_path(rest: &[&str]) -> ControlPath {
     match rest {
+        [c] if at(c, "connections") => ControlPath::Connections,
         [c, id] if at(c, "connections") => match decode(id) {
             Some(id) => ControlPath::Connection(id),
             None => ControlPath::BadSegment("connectionId"),
@@ -79,6 +84,7 @@ fn at_path(rest: &[&str]) -> ControlPath {
         [b] if at(b, "broadcast") => ControlPath::Broadcast,
         [b] if at(b, "batch") => ControlPath::Batch,
         [n] if at(n, "node") => ControlPath::Node,
+        [a, r] if at(a, "admin") && *r == "reload" => ControlPath::AdminReload,
         _ => ControlPath::Unknown,
     }
 }

@@ -1,7 +1,8 @@
 //! The peer check's client: asks another node's control API (`GET /@node`) whether it reaches
 //! Redis, with this node's own control credentials — the first bearer token, else the first
 //! SigV4 key pair, else none (a credential-less control API only listens on loopback, so its
-//! peers are local too). Bounded in time and size; an error status, a redirect, an oversized or
+//! peers are local too), read from the [`Access`] in force at each call, so a reload that
+//! rotates them is followed at once. Bounded in time and size; an error status, a redirect, an oversized or
 //! unparsable answer all count as no answer.
 
 use std::time::Duration;
@@ -10,6 +11,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use gangway_broker::peer::{PeerAnswer, PeerWitness};
 
+use std::sync::Arc;
+
+use crate::access::Access;
 use crate::auth::sigv4;
 use crate::config::{AwsCredential, ControlConfig};
 use crate::routes::node::redis;
@@ -25,15 +29,27 @@ enum Credential {
     SigV4(AwsCredential),
 }
 
+impl Credential {
+    fn of(control: &ControlConfig) -> Credential {
+        if let Some(t) = control.tokens.first() {
+            Credential::Bearer(t.clone())
+        } else if let Some(c) = control.aws_credentials.first() {
+            Credential::SigV4(c.clone())
+        } else {
+            Credential::None
+        }
+    }
+}
+
 /// Asks peers over HTTP. See the module documentation.
 pub struct HttpWitness {
     client: reqwest::Client,
-    credential: Credential,
+    access: Arc<Access>,
 }
 
 impl std::fmt::Debug for HttpWitness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.credential {
+        let kind = match Credential::of(&self.access.current()) {
             Credential::None => "none",
             Credential::Bearer(_) => "bearer",
             Credential::SigV4(_) => "sigv4",
@@ -45,18 +61,11 @@ impl std::fmt::Debug for HttpWitness {
 }
 
 impl HttpWitness {
-    /// A witness using `control`'s credentials.
+    /// A witness using the credentials of the `[control]` section in force.
     ///
     /// # Errors
     /// Fails when the HTTP client cannot be built.
-    pub fn new(control: &ControlConfig) -> Result<HttpWitness, reqwest::Error> {
-        let credential = if let Some(t) = control.tokens.first() {
-            Credential::Bearer(t.clone())
-        } else if let Some(c) = control.aws_credentials.first() {
-            Credential::SigV4(c.clone())
-        } else {
-            Credential::None
-        };
+    pub fn new(access: Arc<Access>) -> Result<HttpWitness, reqwest::Error> {
         // rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -64,7 +73,7 @@ impl HttpWitness {
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1)
             .build()?;
-        Ok(HttpWitness { client, credential })
+        Ok(HttpWitness { client, access })
     }
 
     async fn request(&self, control_url: &str) -> Option<PeerAnswer> {
@@ -76,12 +85,12 @@ impl HttpWitness {
             .client
             .get(format!("{control_url}{path}"))
             .header("host", authority);
-        match &self.credential {
+        match Credential::of(&self.access.current()) {
             Credential::None => {}
             Credential::Bearer(token) => request = request.bearer_auth(token),
             Credential::SigV4(c) => {
                 let (authorization, date) =
-                    sigv4::sign(c, "GET", authority, path, b"", chrono::Utc::now());
+                    sigv4::sign(&c, "GET", authority, path, b"", chrono::Utc::now());
                 request = request
                     .header("authorization", authorization)
                     .header("x-amz-date", date);

@@ -84,6 +84,14 @@ pub struct Common {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// CA certificates (PEM) that `wss://` servers are verified against (default: the
+    /// system's roots).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow targets that are not loopback addresses (never in this project's tests: load only
+    /// a server you run, on a network you may load).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Write a messages-per-second and latency-over-time chart (SVG) to this file.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
@@ -230,7 +238,7 @@ struct DirectArgs {
     push_url: String,
 }
 
-fn check_loopback(url: &str) -> anyhow::Result<()> {
+fn check_loopback(url: &str, allow_remote: bool) -> anyhow::Result<()> {
     let rest = url
         .split_once("://")
         .map(|(_, r)| r)
@@ -247,17 +255,23 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
             .map(|ip| ip.is_loopback())
             .unwrap_or(false);
     if !loopback {
-        bail!("refusing to load-test {host}: targets must be loopback addresses");
+        if allow_remote {
+            eprintln!(
+                "warning: load-testing {host}, which is not a loopback address (--allow-remote)"
+            );
+        } else {
+            bail!("refusing to load-test {host}: targets must be loopback addresses (or pass --allow-remote)");
+        }
     }
     Ok(())
 }
 
 fn check_common(common: &Common) -> anyhow::Result<()> {
     for url in common.url.split(',') {
-        if !url.starts_with("ws://") {
-            bail!("only ws:// URLs are supported");
+        if !url.starts_with("ws://") && !url.starts_with("wss://") {
+            bail!("only ws:// and wss:// URLs are supported");
         }
-        check_loopback(url)?;
+        check_loopback(url, common.allow_remote)?;
     }
     if common.connections == 0 || common.connections > 1_000_000 {
         bail!("--connections must be between 1 and 1000000");
@@ -367,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout(a) => {
             check_common(&a.common)?;
             check_publish(&a.publish)?;
-            check_loopback(&a.publish_url)?;
+            check_loopback(&a.publish_url, a.common.allow_remote)?;
             if a.channels == 0 {
                 bail!("--channels must be at least 1");
             }
@@ -404,7 +418,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Direct(a) => {
             check_common(&a.common)?;
             check_publish(&a.publish)?;
-            check_loopback(&a.push_url)?;
+            check_loopback(&a.push_url, a.common.allow_remote)?;
             let addr = a
                 .publish
                 .backend_listen

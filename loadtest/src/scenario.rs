@@ -138,13 +138,29 @@ where
         }
     }
     let addrs = Arc::new(addrs);
+    let tls = if (0..common.connections.min(64)).any(|i| url_for(i).starts_with("wss://")) {
+        match crate::dial::tls_config(common.ca_file.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                result
+                    .connect_failures
+                    .insert(format!("tls: {e:#}"), common.connections as u64);
+                return result;
+            }
+        }
+    } else {
+        None
+    };
     let progress = (!common.json && !common.quiet).then(|| {
         let bar = indicatif::ProgressBar::new(common.connections as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg:>12} [{bar:30}] {pos}/{len} {prefix} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message("connecting");
+        spawn_rate_meter(bar.clone());
         bar
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -176,6 +192,7 @@ where
         let url = url_for(i);
         let mut go = go_rx.clone();
         let addrs = Arc::clone(&addrs);
+        let tls = tls.clone();
         tasks.spawn(async move {
             let t0 = Instant::now();
             let addr = match addrs.get(authority(&url)) {
@@ -188,7 +205,13 @@ where
                     }
                 },
             };
-            let ws = match dial(&url, addr, source).await {
+            let dialed = dial(&url, addr, source, tls.as_ref()).await;
+            // Counted as each dial ends, not when the collector gets to it: the bar shows the
+            // real connect rate during the ramp.
+            if let Some(p) = &shared.progress {
+                p.inc(1);
+            }
+            let ws = match dialed {
                 Ok(ws) => {
                     let _ = opened_tx.send(Ok(t0.elapsed())).await;
                     ws
@@ -211,9 +234,6 @@ where
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut established = 0;
     while let Some(r) = opened_rx.recv().await {
-        if let Some(p) = &progress {
-            p.inc(1);
-        }
         match r {
             Ok(d) => {
                 established += 1;
@@ -229,9 +249,15 @@ where
     result.connects_per_sec = established as f64 / ramp.as_secs_f64().max(1e-9);
 
     if let Some(p) = &progress {
+        // The run: messages received so far, their rate, and the time since it started.
+        p.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>12} {pos} received {prefix} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
         p.set_message(name.to_string());
-        p.set_length(0);
         p.set_position(0);
+        p.set_prefix("");
+        p.reset_elapsed();
     }
     let window_started = Instant::now();
     let _ = go_tx.send(true);
@@ -407,4 +433,20 @@ async fn work_on(mut ws: Ws, work: Work, shared: &Shared) -> TaskOutcome {
 /// Resolves once the stop flag is set (the watch guard never lives across an await).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Keeps the bar's prefix at its true average rate (position over elapsed time, since the
+/// last `reset_elapsed`), four times a second, until the bar is finished. indicatif's own
+/// `{per_sec}` is a short moving estimate that reads near zero when counts arrive in bursts.
+fn spawn_rate_meter(bar: indicatif::ProgressBar) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        while !bar.is_finished() {
+            tick.tick().await;
+            let secs = bar.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                bar.set_prefix(format!("{:.0}/s", bar.position() as f64 / secs));
+            }
+        }
+    });
 }

@@ -188,11 +188,32 @@ pub fn svg(title: &str, seconds: &[Second]) -> String {
             max_lat * f
         );
     }
+    for k in 0..=5 {
+        let f = k as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"##,
+            left + pw * f,
+            top + ph + 15.0,
+            n * f
+        );
+    }
+    // Axis titles: time below, the bars' unit on the left, the lines' on the right.
+    let mid = top + ph / 2.0;
     let _ = writeln!(
         s,
-        r##"<text x="{}" y="{}" text-anchor="middle">seconds (bars: messages received per second)</text></svg>"##,
+        r##"<text x="{}" y="{}" text-anchor="middle">time since the run started (s)</text>"##,
         left + pw / 2.0,
-        h - 10.0
+        h - 6.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="16" y="{mid:.1}" text-anchor="middle" transform="rotate(-90 16 {mid:.1})">messages received per second (bars)</text>"##
+    );
+    let rx = w - 12.0;
+    let _ = writeln!(
+        s,
+        r##"<text x="{rx:.1}" y="{mid:.1}" text-anchor="middle" transform="rotate(90 {rx:.1} {mid:.1})">latency, ms (lines)</text></svg>"##
     );
     s
 }
@@ -235,5 +256,12 @@ mod tests {
         assert!(s[0].p50_ms >= 1.0 && s[0].p50_ms < 1.3, "{}", s[0].p50_ms);
         let svg = svg("test <run>", &s);
         assert!(svg.starts_with("<svg") && svg.contains("test &lt;run&gt;"));
+        for axis in [
+            "time since the run started (s)",
+            "messages received per second",
+            "latency, ms",
+        ] {
+            assert!(svg.contains(axis), "{axis}");
+        }
     }
 }

@@ -18,10 +18,7 @@ async fn cluster_node(redis: &RedisServer, id: &str, extra: &str) -> gangway::No
         redis.url()
     ))
     .await;
-    eventually("node joined the cluster", || {
-        node.broker.not_ready_reason().is_none()
-    })
-    .await;
+    eventually("node joined the cluster", || joined(&node)).await;
     node
 }
 
@@ -162,6 +159,38 @@ async fn channel_fan_out_crosses_redis_once_and_only_to_interested_nodes() {
     }
 }
 
+// Issue 12: GET /@connections lists every node's connections, whichever node is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_listed_cluster_wide() {
+    let redis = RedisServer::start();
+    let a = cluster_node(&redis, "list-a", "").await;
+    let b = cluster_node(&redis, "list-b", "").await;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for n in [&a, &a, &a, &b, &b] {
+        let (ws, id) = connect_with_id(n).await;
+        clients.push(ws);
+        ids.push(id);
+    }
+    ids.sort();
+    for n in [&a, &b] {
+        for limit in [1, 2, 3, 100] {
+            let mut listed: Vec<String> = Control::of(n)
+                .list_connections(limit)
+                .await
+                .iter()
+                .map(|i| i["connectionId"].as_str().expect("id").to_string())
+                .collect();
+            assert_eq!(listed.len(), 5, "limit {limit}: {listed:?}");
+            listed.sort();
+            assert_eq!(listed, ids, "limit {limit}");
+        }
+    }
+    drop(clients);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
     let mut redis = RedisServer::start();
@@ -176,13 +205,15 @@ async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
     let (via_a, via_b) = (Control::of(&a), Control::of(&b));
 
     redis.stop();
-    eventually("a notices", || {
-        a.broker.not_ready_reason() == Some("redis unreachable")
+    eventually("a notices", || a.broker.redis_up() == Some(false)).await;
+    // Its peer confirms a whole outage: nobody can reap, so a stays ready for new clients (a
+    // load balancer keeps sending them; every node is as good as another).
+    eventually("a confirms the outage", || {
+        a.broker.not_ready_reason().is_none()
     })
     .await;
     let r = via_a.request(Method::GET, "/readyz", "").await;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.json()["reason"], "redis unreachable");
+    assert_eq!(r.status, 200);
     // Local traffic goes on.
     assert_eq!(via_a.post(&id_a, "local").await.status, 200);
     assert_eq!(next_message(&mut on_a).await, Message::text("local"));
@@ -204,8 +235,8 @@ async fn redis_outage_keeps_local_traffic_answers_503_and_recovers() {
 
     // Redis comes back (empty): the nodes reconnect and restore every subscription.
     redis.restart();
-    eventually("a reconnects", || a.broker.not_ready_reason().is_none()).await;
-    eventually("b reconnects", || b.broker.not_ready_reason().is_none()).await;
+    eventually("a reconnects", || joined(&a)).await;
+    eventually("b reconnects", || joined(&b)).await;
     assert_eq!(via_b.publish("room", "", "back").await.status, 200);
     assert_eq!(next_message(&mut on_a).await, Message::text("back"));
     assert_eq!(next_message(&mut on_b).await, Message::text("back"));
@@ -429,7 +460,7 @@ async fn a_node_starts_while_redis_is_down_and_joins_when_it_comes_up() {
     assert_eq!(next_message(&mut ws).await, Message::text("local echo"));
     assert_eq!(n.broker.not_ready_reason(), Some("redis unreachable"));
     redis.restart();
-    eventually("joined", || n.broker.not_ready_reason().is_none()).await;
+    eventually("joined", || joined(&n)).await;
     n.shutdown().await;
 }
 
@@ -445,7 +476,7 @@ async fn redis_cluster_carries_everything_over_sharded_pub_sub() {
             urls[0], urls[1], urls[2]
         ))
         .await;
-        eventually("joined", || n.broker.not_ready_reason().is_none()).await;
+        eventually("joined", || joined(&n)).await;
         nodes.push(n);
     }
     let mut clients = Vec::new();

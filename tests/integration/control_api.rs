@@ -246,3 +246,74 @@ async fn the_node_description_peers_ask_for_needs_credentials() {
     assert_eq!(j["fenced"], false);
     node.shutdown().await;
 }
+
+// Issue 12: an operator (and the walkthrough) finds connection ids without a backend.
+#[tokio::test]
+async fn connections_are_listed_a_page_at_a_time() {
+    let node = node(&format!("{ECHO}[control]\ntokens = [\"list-token-1\"]\n")).await;
+    let anonymous = Control::of(&node);
+    let api = anonymous.bearer("list-token-1");
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let (ws, id) = connect_with_id(&node).await;
+        clients.push(ws);
+        ids.push(id);
+    }
+    assert_eq!(
+        api.request(
+            Method::PUT,
+            &format!("/@connections/{}/channels/news", ids[0]),
+            ""
+        )
+        .await
+        .status,
+        204
+    );
+    // Credentials are required, like every other @connections call.
+    assert_eq!(
+        anonymous
+            .request(Method::GET, "/@connections", "")
+            .await
+            .status,
+        401
+    );
+    let all = api.stage("prod").list_connections(2).await;
+    let mut listed: Vec<String> = all
+        .iter()
+        .map(|i| i["connectionId"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(listed.len(), 5, "{all:?}");
+    listed.sort();
+    listed.dedup();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let first = all
+        .iter()
+        .find(|i| i["connectionId"] == ids[0].as_str())
+        .expect("listed");
+    assert_eq!(first["channels"], serde_json::json!(["news"]));
+    assert_eq!(first["identity"]["sourceIp"], "127.0.0.1");
+    assert!(first["connectedAt"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(first["lastActiveAt"].is_string());
+    // One page holds everything: no cursor.
+    let j = api.request(Method::GET, "/@connections", "").await.json();
+    assert_eq!(j["items"].as_array().map(Vec::len), Some(5));
+    assert!(j.get("nextCursor").is_none());
+    // Bad limits and cursors are refused with the reason.
+    for bad in ["limit=0", "limit=1001", "limit=x", "cursor=nope"] {
+        let r = api
+            .request(Method::GET, &format!("/@connections?{bad}"), "")
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.error_type.as_deref(), Some("BadRequestException"));
+    }
+    // Closed connections leave the list.
+    drop(clients);
+    eventually("closed", || node.broker.connection_count() == 0).await;
+    assert!(api.list_connections(10).await.is_empty());
+    node.shutdown().await;
+}

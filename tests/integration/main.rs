@@ -10,6 +10,7 @@ mod cluster;
 mod control_api;
 mod fanout;
 mod limits;
+mod observability;
 mod partitions;
 mod routes;
 mod security;

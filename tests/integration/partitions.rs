@@ -30,10 +30,7 @@ async fn member_of(redis: &str, id: &str, backend: &Backend) -> gangway::Node {
         backend.url("/disconnect"),
     ))
     .await;
-    eventually("node joined the cluster", || {
-        node.broker.not_ready_reason().is_none()
-    })
-    .await;
+    eventually("node joined the cluster", || joined(&node)).await;
     node
 }
 
@@ -234,10 +231,7 @@ async fn a_node_cut_off_from_redis_closes_its_clients_before_it_is_reaped() {
     tokio::time::sleep((cut + Duration::from_secs(8)).saturating_duration_since(Instant::now()))
         .await;
     proxy.heal();
-    until("B ready again", Duration::from_secs(10), || {
-        b.broker.not_ready_reason().is_none()
-    })
-    .await;
+    until("B ready again", Duration::from_secs(10), || joined(&b)).await;
     let fresh = Watched::open_on(&b).await;
     assert_eq!(via_a.post(&fresh.id, "after").await.status, 200);
     until("a push to B's new client", Duration::from_secs(5), || {
@@ -324,10 +318,7 @@ async fn a_whole_redis_outage_of_30_s_closes_nothing_and_reports_nobody_gone() {
 
     redis.resume();
     for n in nodes {
-        until("ready again", Duration::from_secs(10), || {
-            n.broker.not_ready_reason().is_none()
-        })
-        .await;
+        until("ready again", Duration::from_secs(10), || joined(n)).await;
     }
     // Several TTLs: a reaper acting on stale evidence would have struck by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -368,10 +359,7 @@ async fn redis_restarted_with_its_data_after_several_ttls_reports_nobody_gone() 
     tokio::time::sleep(Duration::from_secs(4)).await;
     redis.restart();
     for n in [&a, &b] {
-        until("ready again", Duration::from_secs(10), || {
-            n.broker.not_ready_reason().is_none()
-        })
-        .await;
+        until("ready again", Duration::from_secs(10), || joined(n)).await;
     }
     // The restored keys had all expired: reapers acting at once would report both nodes gone.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -495,10 +483,7 @@ async fn a_node_whose_redis_connections_are_reset_fences_and_comes_back() {
         })
         .await;
     proxy.heal();
-    until("B ready again", Duration::from_secs(10), || {
-        b.broker.not_ready_reason().is_none()
-    })
-    .await;
+    until("B ready again", Duration::from_secs(10), || joined(&b)).await;
     check_contract(&backend, &[&on_b], &[&on_a]);
     a.shutdown().await;
     b.shutdown().await;
@@ -531,10 +516,7 @@ async fn a_redis_cluster_losing_one_master_keeps_the_contract() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     servers.nodes[0].restart();
     for n in &nodes {
-        until("ready again", Duration::from_secs(20), || {
-            n.broker.not_ready_reason().is_none()
-        })
-        .await;
+        until("ready again", Duration::from_secs(20), || joined(n)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (closed, open): (Vec<&Watched>, Vec<&Watched>) = clients
@@ -585,10 +567,7 @@ async fn a_slow_path_to_redis_keeps_the_contract() {
     proxy.slow();
     tokio::time::sleep(Duration::from_secs(5)).await;
     proxy.heal();
-    until("B ready", Duration::from_secs(10), || {
-        b.broker.not_ready_reason().is_none()
-    })
-    .await;
+    until("B ready", Duration::from_secs(10), || joined(&b)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Slow is not lost: whatever B decided, the contract holds; here nothing had to close.
     let (closed, open): (Vec<&Watched>, Vec<&Watched>) = [&on_a, &on_b]

@@ -151,7 +151,7 @@ fn fan_in(
     }
     // Another node checked the size, but what arrives from Redis is checked again: a message
     // over this node's limit is never sent to its clients.
-    if payload.len() > state.config.limits.max_message_bytes {
+    if payload.len() > state.config().limits.max_message_bytes {
         state
             .metrics
             .cluster_dropped_total

@@ -319,9 +319,27 @@ impl Cluster {
             .map_err(unavailable)
     }
 
-    /// An owner that did not answer: `Gone` when it is dead, else `Unavailable`.
+    /// True when this node may judge another dead from its missing liveness key: the same
+    /// evidence the reaper needs (its own heartbeats fresh and successful for a full
+    /// `node_ttl`, Redis up, not fenced). Right after Redis comes back — restarted, keys
+    /// expired while it was down — every owner's key is missing until its next heartbeat.
+    fn may_judge_dead(&self) -> bool {
+        let s = &self.settings;
+        let lease_ok = {
+            let lease = self.lease();
+            lease.fresh(s) && lease.healthy_for(s.node_ttl)
+        };
+        lease_ok && self.up.load(Ordering::Relaxed) && !self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// An owner that did not answer: `Gone` when it is dead, else `Unavailable`. Dead needs
+    /// both a missing liveness key and [`Cluster::may_judge_dead`]; without the latter a
+    /// live owner's client would be answered 410 while it is open.
     async fn silent_owner(&self, owner: NodeTag, what: &str) -> Result<OpOutcome, ConnectionError> {
         if self.node_alive(owner).await? {
+            Err(unavailable(what))
+        } else if !self.may_judge_dead() {
+            tracing::debug!(%owner, what, "owner's liveness key is gone, but this node's own view is not settled: answering Unavailable");
             Err(unavailable(what))
         } else {
             tracing::debug!(%owner, what, "owner's liveness key is gone: answering Gone");
@@ -440,6 +458,13 @@ impl ClusterLink for Link {
                 || c.lease().renewed_at.is_none())
     }
 
+    fn ready(&self) -> bool {
+        let c = &self.cluster;
+        !c.fenced.load(Ordering::Relaxed)
+            && (c.up.load(Ordering::Relaxed)
+                || (c.outage.load(Ordering::Relaxed) && c.joined.load(Ordering::Relaxed)))
+    }
+
     fn health(&self) -> ClusterHealth {
         let fenced = self.is_fenced();
         let lease = self.cluster.lease();
@@ -488,6 +513,27 @@ impl ClusterLink for Link {
 
     fn unregister<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, ()> {
         membership::unregister(&self.cluster, conn).boxed()
+    }
+
+    fn members(&self) -> BoxFuture<'_, Result<Vec<NodeTag>, ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            let nodes: std::collections::HashMap<String, String> = self
+                .cluster
+                .redis
+                .query(redis::cmd("HGETALL").arg(keys::NODES))
+                .await
+                .map_err(unavailable)?;
+            let mut tags: Vec<NodeTag> = nodes
+                .keys()
+                .filter_map(|hex| NodeTag::from_hex(hex))
+                .collect();
+            tags.push(self.cluster.tag);
+            tags.sort_unstable();
+            tags.dedup();
+            Ok(tags)
+        }
+        .boxed()
     }
 
     fn call(

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::membership::ConnRecord;
@@ -79,11 +78,7 @@ pub(super) async fn run(state: Arc<NodeState>, cluster: Arc<Cluster>) {
         if state.shutdown.is_cancelled() {
             break;
         }
-        let fresh = {
-            let lease = cluster.lease();
-            lease.fresh(s) && lease.healthy_for(s.node_ttl)
-        };
-        if !fresh || !cluster.up.load(Ordering::Relaxed) || cluster.fenced.load(Ordering::Relaxed) {
+        if !cluster.may_judge_dead() {
             continue;
         }
         if let Err(e) = reap_once(&state, &cluster).await {

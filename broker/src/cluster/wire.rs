@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::conn::connection::ConnectionInfo;
 use crate::conn::id::{ConnectionId, NodeTag};
-use crate::conn::op::{ConnOp, OpOutcome};
+use crate::conn::op::{ConnOp, Listed, OpOutcome};
 use crate::error::ConnectionError;
 
 /// Current wire version (2: typed results, channel names in publishes).
@@ -118,10 +118,12 @@ const OP_DELETE: u8 = 3;
 const OP_SUBSCRIBE: u8 = 4;
 const OP_UNSUBSCRIBE: u8 = 5;
 const OP_POST_MANY: u8 = 6;
+const OP_LIST: u8 = 7;
 
 const OUTCOME_DONE: u8 = 1;
 const OUTCOME_INFO: u8 = 2;
 const OUTCOME_EACH: u8 = 3;
+const OUTCOME_LISTED: u8 = 4;
 
 /// The code of a success in a result.
 const OK: u8 = 0;
@@ -295,6 +297,24 @@ fn put_op(w: &mut Vec<u8>, op: &ConnOp) {
                 put_bytes(w, p);
             }
         }
+        ConnOp::List { after, limit } => {
+            w.push(OP_LIST);
+            w.extend_from_slice(&after.to_bytes());
+            w.extend_from_slice(&limit.to_be_bytes());
+        }
+    }
+}
+
+fn put_info(w: &mut Vec<u8>, info: &ConnectionInfo) {
+    w.extend_from_slice(&info.connected_at_ms.to_be_bytes());
+    w.extend_from_slice(&info.last_active_at_ms.to_be_bytes());
+    put_bytes(w, info.source_ip.as_bytes());
+    match &info.user_agent {
+        Some(ua) => {
+            w.push(1);
+            put_bytes(w, ua.as_bytes());
+        }
+        None => w.push(0),
     }
 }
 
@@ -303,16 +323,20 @@ fn put_outcome(w: &mut Vec<u8>, outcome: &OpOutcome) {
         OpOutcome::Done => w.push(OUTCOME_DONE),
         OpOutcome::Info(info) => {
             w.push(OUTCOME_INFO);
-            w.extend_from_slice(&info.connected_at_ms.to_be_bytes());
-            w.extend_from_slice(&info.last_active_at_ms.to_be_bytes());
-            put_bytes(w, info.source_ip.as_bytes());
-            match &info.user_agent {
-                Some(ua) => {
-                    w.push(1);
-                    put_bytes(w, ua.as_bytes());
+            put_info(w, info);
+        }
+        OpOutcome::Listed { items, more } => {
+            w.push(OUTCOME_LISTED);
+            w.extend_from_slice(&(items.len() as u32).to_be_bytes());
+            for item in items {
+                w.extend_from_slice(&item.id.to_bytes());
+                put_info(w, &item.info);
+                w.extend_from_slice(&(item.channels.len() as u32).to_be_bytes());
+                for c in &item.channels {
+                    put_bytes(w, c.as_bytes());
                 }
-                None => w.push(0),
             }
+            w.push(u8::from(*more));
         }
         OpOutcome::Each(results) => {
             w.push(OUTCOME_EACH);
@@ -430,23 +454,51 @@ impl<'a> Reader<'a> {
                 }
                 ConnOp::PostMany(items)
             }
+            OP_LIST => ConnOp::List {
+                after: self.conn()?,
+                limit: self.u32()?,
+            },
             value => return Err(WireError::Unknown { what: "op", value }),
+        })
+    }
+
+    fn info(&mut self) -> Result<ConnectionInfo, WireError> {
+        Ok(ConnectionInfo {
+            connected_at_ms: self.i64()?,
+            last_active_at_ms: self.i64()?,
+            source_ip: self.string()?,
+            user_agent: match self.u8()? {
+                0 => None,
+                1 => Some(self.string()?),
+                _ => return Err(WireError::Malformed("user agent flag")),
+            },
         })
     }
 
     fn outcome(&mut self) -> Result<OpOutcome, WireError> {
         Ok(match self.u8()? {
             OUTCOME_DONE => OpOutcome::Done,
-            OUTCOME_INFO => OpOutcome::Info(ConnectionInfo {
-                connected_at_ms: self.i64()?,
-                last_active_at_ms: self.i64()?,
-                source_ip: self.string()?,
-                user_agent: match self.u8()? {
-                    0 => None,
-                    1 => Some(self.string()?),
-                    _ => return Err(WireError::Malformed("user agent flag")),
-                },
-            }),
+            OUTCOME_INFO => OpOutcome::Info(self.info()?),
+            OUTCOME_LISTED => {
+                let n = self.count()?;
+                let mut items = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let id = self.conn()?;
+                    let info = self.info()?;
+                    let k = self.count()?;
+                    let mut channels = Vec::with_capacity(k.min(128));
+                    for _ in 0..k {
+                        channels.push(self.string()?);
+                    }
+                    items.push(Listed { id, info, channels });
+                }
+                let more = match self.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Malformed("more flag")),
+                };
+                OpOutcome::Listed { items, more }
+            }
             OUTCOME_EACH => {
                 let n = self.count()?;
                 let mut results = Vec::with_capacity(n.min(1024));
@@ -519,6 +571,29 @@ mod tests {
                     source_ip: "127.0.0.1".into(),
                     user_agent: Some("ua".into()),
                 })),
+            ),
+            request(
+                14,
+                ConnOp::List {
+                    after: ConnectionId::first_of(tag),
+                    limit: 100,
+                },
+            ),
+            reply(
+                14,
+                Ok(OpOutcome::Listed {
+                    items: vec![Listed {
+                        id: conn,
+                        info: ConnectionInfo {
+                            connected_at_ms: 3,
+                            last_active_at_ms: 4,
+                            source_ip: "::1".into(),
+                            user_agent: None,
+                        },
+                        channels: vec!["a".into(), "b:c".into()],
+                    }],
+                    more: true,
+                }),
             ),
             reply(
                 13,

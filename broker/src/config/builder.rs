@@ -35,7 +35,11 @@ impl ConfigBuilder {
 
     /// Lays `GANGWAY_<SECTION>_<KEY>` variables over the table. Values are TOML literals when
     /// they parse as one (`42`, `true`, `["a", "b"]`), strings otherwise. `GANGWAY_CONFIG` is
-    /// skipped: it names the file.
+    /// skipped: it names the file. So are variables that do not name a known section
+    /// (`GANGWAY_PORT=tcp://…`, `GANGWAY_SERVICE_HOST`: Kubernetes injects these for a Service
+    /// called `gangway`) and Kubernetes service-link variables of a Service whose name starts
+    /// with a section (`GANGWAY_CONTROL_SERVICE_HOST`, `GANGWAY_CONTROL_PORT_9090_TCP_ADDR`).
+    /// A known section with an unknown key stays an error, so typos in keys are caught.
     pub fn env<I: IntoIterator<Item = (String, String)>>(mut self, vars: I) -> Self {
         let mut vars: Vec<_> = vars
             .into_iter()
@@ -45,16 +49,15 @@ impl ConfigBuilder {
         for (name, value) in vars {
             let rest = name["GANGWAY_".len()..].to_ascii_lowercase();
             let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            if !ENV_SECTIONS.contains(&section) || is_service_link(key) {
+                continue;
+            }
+            if key.is_empty() {
                 self.problems.push(ConfigProblem {
                     key: name.clone(),
                     message: "not a GANGWAY_<SECTION>_<KEY> variable".into(),
-                });
-                continue;
-            };
-            if !ENV_SECTIONS.contains(&section) || key.is_empty() {
-                self.problems.push(ConfigProblem {
-                    key: name.clone(),
-                    message: format!("unknown setting (sections: {})", ENV_SECTIONS.join(", ")),
                 });
                 continue;
             }
@@ -95,6 +98,33 @@ impl ConfigBuilder {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// True for the tail (after `<SERVICE>_`, lower case) of a Kubernetes service-link variable:
+/// `service_host`, `service_port`, `service_port_<name>`, `port`, `port_<n>_<proto>` and
+/// `port_<n>_<proto>_{addr,port,proto}`. No configuration key has one of these shapes.
+fn is_service_link(tail: &str) -> bool {
+    if tail == "service_host" || tail == "service_port" || tail.starts_with("service_port_") {
+        return true;
+    }
+    let Some(rest) = tail.strip_prefix("port") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let mut parts = rest.split('_').skip(1);
+    let number = parts
+        .next()
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let proto = parts
+        .next()
+        .is_some_and(|p| matches!(p, "tcp" | "udp" | "sctp"));
+    let field = match parts.next() {
+        None => true,
+        Some(f) => matches!(f, "addr" | "port" | "proto") && parts.next().is_none(),
+    };
+    rest.starts_with('_') && number && proto && field
 }
 
 /// Parses an environment value as a TOML literal, falling back to a plain string.

@@ -4,7 +4,7 @@ use super::reader::Section;
 use super::ConfigProblem;
 
 /// `[cluster]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// Redis URL; absent means a single node.
     pub redis_url: Option<String>,

@@ -13,7 +13,7 @@ pub enum SlowConsumerPolicy {
 }
 
 /// `[limits]` section. Names carry their units.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Largest inbound or pushed message, bytes (AWS: 131 072). Over it: close 1009 / HTTP 413.
     pub max_message_bytes: usize,
@@ -67,16 +67,35 @@ pub struct LimitsConfig {
     pub write_through_max_recipients: usize,
 }
 
+/// `max_frame_bytes` when unset, unless `max_message_bytes` is lower (then that).
+const DEFAULT_MAX_FRAME_BYTES: u64 = 32_768;
+
+/// `send_queue_max_bytes` when unset, unless twice `max_message_bytes` is larger (then that).
+const DEFAULT_SEND_QUEUE_MAX_BYTES: u64 = 1_048_576;
+
 /// Reads `[limits]`, recording every problem.
 pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> LimitsConfig {
     let mut r = Section::new(table, "limits", problems);
+    let max_message_bytes = r.uint("max_message_bytes", 131_072, 1, 1 << 30);
     let limits = LimitsConfig {
-        max_message_bytes: r.uint("max_message_bytes", 131_072, 1, 1 << 30) as usize,
-        max_frame_bytes: r.uint("max_frame_bytes", 32_768, 1, 1 << 30) as usize,
+        max_message_bytes: max_message_bytes as usize,
+        // Unset, the frame limit follows a lowered message limit and the send queue a raised
+        // one; only limits the user set both ways can disagree.
+        max_frame_bytes: r.uint(
+            "max_frame_bytes",
+            DEFAULT_MAX_FRAME_BYTES.min(max_message_bytes),
+            1,
+            1 << 30,
+        ) as usize,
         max_fragments_per_message: r.uint("max_fragments_per_message", 1_024, 1, 1 << 24) as u32,
         idle_timeout_secs: r.uint("idle_timeout_secs", 600, 1, u32::MAX as u64),
         max_connection_secs: r.uint("max_connection_secs", 7_200, 1, u32::MAX as u64),
-        send_queue_max_bytes: r.uint("send_queue_max_bytes", 1_048_576, 1, 1 << 32) as usize,
+        send_queue_max_bytes: r.uint(
+            "send_queue_max_bytes",
+            DEFAULT_SEND_QUEUE_MAX_BYTES.max(2 * max_message_bytes),
+            1,
+            1 << 32,
+        ) as usize,
         slow_consumer_policy: match r.string("slow_consumer_policy").as_deref() {
             None | Some("disconnect") => SlowConsumerPolicy::Disconnect,
             Some("drop") => SlowConsumerPolicy::Drop,
@@ -114,6 +133,7 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Li
             as usize,
     };
     r.finish();
+    // The derived defaults always pass these checks: only values the user set can fail them.
     if limits.send_queue_max_bytes < limits.max_message_bytes {
         problems.push(ConfigProblem {
             key: "limits.send_queue_max_bytes".into(),

@@ -39,10 +39,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[cluster]`: Redis URL and node id.
     pub cluster: ClusterConfig,
+    /// One access-log line per connection (the binary's `[log] access`; default on).
+    pub access_log: bool,
 }
 
 /// `[api]` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
     /// Stage name: appears in events and as the optional path prefix (default `prod`).
     pub stage: String,
@@ -191,6 +193,7 @@ impl Config {
             routes,
             limits,
             cluster,
+            access_log: true,
         }
     }
 }
@@ -279,11 +282,35 @@ integration = "mock"
     }
 
     #[test]
-    fn unknown_env_section_is_a_problem() {
-        let err = ConfigBuilder::new()
+    fn unknown_env_sections_are_ignored_unknown_keys_are_not() {
+        ConfigBuilder::new()
             .env([("GANGWAY_NOPE_X".to_string(), "1".to_string())])
             .build()
-            .expect_err("invalid");
-        assert_eq!(err.problems[0].key, "GANGWAY_NOPE_X");
+            .expect("not a section: not ours");
+        let err = ConfigBuilder::new()
+            .env([("GANGWAY_LIMITS_NOPE".to_string(), "1".to_string())])
+            .build()
+            .expect_err("a known section's unknown key");
+        assert_eq!(err.problems[0].key, "limits.nope");
+    }
+
+    #[test]
+    fn unset_frame_and_queue_limits_follow_the_message_limit() {
+        let c = Config::from_toml_str("[limits]\nmax_message_bytes = 1024\n").expect("valid");
+        assert_eq!(c.limits.max_frame_bytes, 1024);
+        assert_eq!(c.limits.send_queue_max_bytes, 1_048_576);
+        let c = Config::from_toml_str("[limits]\nmax_message_bytes = 4194304\n").expect("valid");
+        assert_eq!(c.limits.max_frame_bytes, 32_768);
+        assert_eq!(c.limits.send_queue_max_bytes, 8_388_608);
+        // Set both ways inconsistently: still refused, named by the key the user set.
+        let err =
+            Config::from_toml_str("[limits]\nmax_message_bytes = 1024\nmax_frame_bytes = 2048\n")
+                .expect_err("frame > message");
+        assert_eq!(err.problems[0].key, "limits.max_frame_bytes");
+        let err = Config::from_toml_str(
+            "[limits]\nmax_message_bytes = 4194304\nsend_queue_max_bytes = 1048576\n",
+        )
+        .expect_err("queue < message");
+        assert_eq!(err.problems[0].key, "limits.send_queue_max_bytes");
     }
 }

@@ -16,7 +16,7 @@ pub enum IntegrationKind {
 }
 
 /// One `[routes."<key>"]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     /// `integration = "http" | "mock"`.
     pub integration: IntegrationKind,

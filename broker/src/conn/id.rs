@@ -21,7 +21,7 @@ const RAW_LEN: usize = 1 + TAG_LEN + RANDOM_LEN;
 pub const ENCODED_LEN: usize = 24;
 
 /// Identifies a node inside connection ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeTag([u8; TAG_LEN]);
 
 impl NodeTag {
@@ -47,6 +47,14 @@ impl NodeTag {
     }
 }
 
+impl NodeTag {
+    /// From its hex text (as the member list stores it); `None` unless exactly that.
+    pub fn from_hex(text: &str) -> Option<NodeTag> {
+        let raw = hex::decode(text).ok()?;
+        NodeTag::from_bytes(&raw)
+    }
+}
+
 impl fmt::Display for NodeTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))
@@ -54,7 +62,7 @@ impl fmt::Display for NodeTag {
 }
 
 /// A connection id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId([u8; RAW_LEN]);
 
 impl ConnectionId {
@@ -82,6 +90,15 @@ impl ConnectionId {
         raw[1..1 + TAG_LEN].copy_from_slice(&node.0);
         rand::rngs::OsRng.try_fill_bytes(&mut raw[1 + TAG_LEN..])?;
         Ok(ConnectionId(raw))
+    }
+
+    /// The lowest id `node` could own (no generated id equals it but with odds of 2^-96): where
+    /// a listing of that node's connections starts.
+    pub fn first_of(node: NodeTag) -> ConnectionId {
+        let mut raw = [0u8; RAW_LEN];
+        raw[0] = VERSION;
+        raw[1..1 + TAG_LEN].copy_from_slice(&node.0);
+        ConnectionId(raw)
     }
 
     /// Parses the text form.

@@ -27,6 +27,26 @@ pub enum ConnOp {
     Unsubscribe(String),
     /// Several PostToConnection calls for connections of one node, in order (a batch).
     PostMany(Vec<(ConnectionId, Bytes)>),
+    /// Up to `limit` of the owner's open connections whose ids sort after `after` (raw bytes),
+    /// in id order. Sent to the node that owns the request's connection id (for the first page
+    /// of a node, [`ConnectionId::first_of`] that node).
+    List {
+        /// Exclusive lower bound.
+        after: ConnectionId,
+        /// Most connections answered.
+        limit: u32,
+    },
+}
+
+/// One connection as `GET /@connections` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id.
+    pub id: ConnectionId,
+    /// GetConnection's fields.
+    pub info: ConnectionInfo,
+    /// The channels it is subscribed to.
+    pub channels: Vec<String>,
 }
 
 /// What a successful operation answers.
@@ -38,4 +58,11 @@ pub enum OpOutcome {
     Info(ConnectionInfo),
     /// One result per item of a `PostMany`, in order.
     Each(Vec<Result<(), ConnectionError>>),
+    /// A `List` page; `more` when the node holds further connections after the last.
+    Listed {
+        /// The connections, in id order.
+        items: Vec<Listed>,
+        /// More follow on this node.
+        more: bool,
+    },
 }

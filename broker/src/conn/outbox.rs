@@ -76,6 +76,25 @@ struct State {
     socket: Option<Arc<TcpStream>>,
     /// The session is writing, or tungstenite may hold unsent bytes: no write-through.
     held: bool,
+    /// Frames accepted for the client (queued or written through), and their bytes: the
+    /// access log's "out" (counted under the lock every push takes anyway).
+    sent: Sent,
+}
+
+/// What an outbox accepted for its client over its life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Frames.
+    pub frames: u64,
+    /// Their encoded bytes.
+    pub bytes: u64,
+}
+
+impl Sent {
+    fn add(&mut self, frame: &Bytes) {
+        self.frames += 1;
+        self.bytes += frame.len() as u64;
+    }
 }
 
 /// See the module documentation.
@@ -126,8 +145,12 @@ impl Outbox {
                 match socket2::SockRef::from(&**socket)
                     .send_with_flags(frame, crate::conn::transport::SEND_FLAGS)
                 {
-                    Ok(n) if n == frame.len() => return PushOutcome::Written,
+                    Ok(n) if n == frame.len() => {
+                        s.sent.add(frame);
+                        return PushOutcome::Written;
+                    }
                     Ok(n) => {
+                        s.sent.add(frame);
                         // Part of the frame is on the wire: the rest must follow it before any
                         // other byte — ours or tungstenite's — whatever the queue's bound (the
                         // queue was empty, so it holds at most this). Held until it has left.
@@ -172,10 +195,16 @@ impl Outbox {
             return PushOutcome::Full;
         }
         s.bytes += size;
+        s.sent.add(&frame);
         s.frames.push_back(frame);
         drop(s);
         self.notify.notify_one();
         PushOutcome::Queued
+    }
+
+    /// Frames and bytes accepted for the client so far.
+    pub fn sent(&self) -> Sent {
+        self.lock().sent
     }
 
     /// Asks the connection to close with `code` and `reason`. The first request wins.

@@ -36,6 +36,26 @@ impl Registry {
         self.map.get(id).map(|c| Arc::clone(c.value()))
     }
 
+    /// Up to `limit` open connections whose ids sort after `after`, in id order, and whether
+    /// more follow. Costs one pass over the ids and a partial sort: an operator's listing, not
+    /// a data-plane path.
+    pub fn page_after(&self, after: ConnectionId, limit: usize) -> (Vec<Arc<Connection>>, bool) {
+        let mut ids: Vec<ConnectionId> = self
+            .map
+            .iter()
+            .map(|e| *e.key())
+            .filter(|id| *id > after)
+            .collect();
+        let more = ids.len() > limit;
+        if more {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        let conns = ids.iter().filter_map(|id| self.get(id)).collect();
+        (conns, more)
+    }
+
     /// Open connections.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -94,7 +94,8 @@ pub fn deliver(
     frame: Bytes,
     source: &'static str,
 ) -> Result<(), ConnectionError> {
-    let limits = &state.config.limits;
+    let config = state.config();
+    let limits = &config.limits;
     let m = &state.metrics;
     match conn.outbox.push(
         frame,
@@ -159,7 +160,8 @@ impl<'a> FanOutState<'a> {
         if self.exclude == Some(conn.id) {
             return;
         }
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         let (max, policy) = (limits.send_queue_max_bytes, limits.slow_consumer_policy);
         let outcome = if self.write_through {
             conn.outbox.push_or_write(&self.frame, max, policy)

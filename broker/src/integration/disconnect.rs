@@ -31,7 +31,7 @@ pub(crate) fn schedule(
     reason: String,
     dispatcher: Option<JoinHandle<()>>,
 ) -> Option<JoinHandle<()>> {
-    let route = state.routes.get("$disconnect").cloned()?;
+    let route = state.routes().get("$disconnect").cloned()?;
     if !route.integration.delivers_disconnect() {
         return None;
     }
@@ -42,8 +42,9 @@ pub(crate) fn schedule(
         }
         let rid = disconnect_request_id(conn.id);
         let source_ip = conn.source_ip.to_string();
+        let config = s.config.load_full();
         let call = Call {
-            source: EventSource::of(&conn, &s.config.api, &source_ip),
+            source: EventSource::of(&conn, &config.api, &source_ip),
             kind: EventKind::Disconnect {
                 status_code: code,
                 reason: &reason,
@@ -51,7 +52,7 @@ pub(crate) fn schedule(
             request_id: &rid,
         };
         let metrics = &s.metrics;
-        let max_attempts = s.config.limits.disconnect_max_attempts;
+        let max_attempts = s.config().limits.disconnect_max_attempts;
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=max_attempts {
             let retry = match route.integration.disconnect(call).await {

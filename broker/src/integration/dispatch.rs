@@ -31,7 +31,7 @@ pub(crate) fn spawn(
     state: Arc<NodeState>,
     conn: Arc<Connection>,
 ) -> (mpsc::Sender<Inbound>, JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(state.config.limits.inbound_queue_messages);
+    let (tx, rx) = mpsc::channel(state.config().limits.inbound_queue_messages);
     let tracker = state.connections.clone();
     let handle = tracker.spawn(run(state, conn, rx));
     (tx, handle)
@@ -51,8 +51,9 @@ async fn dispatch_one(state: &NodeState, conn: &Connection, inbound: Inbound) {
     };
     let rid = request_id();
     let source_ip = conn.source_ip.to_string();
+    let config = state.config.load_full();
     let call = Call {
-        source: EventSource::of(conn, &state.config.api, &source_ip),
+        source: EventSource::of(conn, &config.api, &source_ip),
         kind: EventKind::Message {
             route_key: &inbound.route.key,
             message_id: &rid,

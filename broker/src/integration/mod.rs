@@ -118,6 +118,19 @@ pub struct Routes {
     routes: HashMap<String, Arc<Route>>,
 }
 
+/// The key webhook calls are signed with. Validation requires a secret whenever a route calls
+/// a backend; without one nothing is ever signed, so a random key stands in (never logged).
+pub(crate) fn webhook_key(config: &Config) -> Vec<u8> {
+    match &config.api.webhook_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut raw = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+            raw.to_vec()
+        }
+    }
+}
+
 impl Routes {
     /// Builds the routes of `config`; `http` ones share one client signing with `secret`.
     ///
@@ -128,9 +141,10 @@ impl Routes {
         secret: Vec<u8>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
-        let client = Arc::new(http::Client::new(config, secret, metrics)?);
+        let client = Arc::new(http::Client::new(config, secret, Arc::clone(&metrics))?);
         let mut routes = HashMap::new();
         for (key, rc) in &config.routes {
+            metrics.prime_route(key, rc.integration == IntegrationKind::Http);
             let integration: Arc<dyn Integration> = match rc.integration {
                 IntegrationKind::Http => match rc.url.as_deref().map(reqwest::Url::parse) {
                     Some(Ok(url)) => {

@@ -14,7 +14,7 @@ use crate::conn::capacity::Held;
 use crate::conn::transport::{PlainTcp, Transport};
 use crate::integration::disconnect;
 use crate::state::NodeState;
-use crate::ws::{session, upgrade};
+use crate::ws::{access, session, upgrade};
 
 /// What a socket beyond `max_pending_handshakes` gets before it is closed.
 const BUSY_RESPONSE: &[u8] =
@@ -101,7 +101,7 @@ async fn serve_socket<T: Transport>(
         .connections_closed_total
         .with_label_values(&[ended.label])
         .inc();
-    tracing::debug!(connection_id = %conn.id_text, code = ended.code, reason = ?ended.reason, "disconnected");
+    access::closed(&state, &conn, &ended);
     let delivery = disconnect::schedule(
         &state,
         Arc::clone(&conn),

@@ -55,6 +55,9 @@ pub(crate) struct Ended {
     /// The dispatcher, if one ran: `$disconnect` waits for it so the backend sees every
     /// MESSAGE before the DISCONNECT.
     pub(crate) dispatcher: Option<JoinHandle<()>>,
+    /// Data messages the client sent, and their payload bytes (the access log's "in").
+    pub(crate) received: u64,
+    pub(crate) received_bytes: u64,
 }
 
 struct Session {
@@ -75,6 +78,9 @@ struct Session {
     /// A ping arrived since the last write: tungstenite may hold its pong unwritten, and it
     /// must leave before our frames. (tungstenite buffers nothing else between our writes.)
     pong_pending: bool,
+    /// Data messages read, and their payload bytes.
+    received: u64,
+    received_bytes: u64,
 }
 
 /// What the read side decided.
@@ -92,7 +98,8 @@ pub(crate) async fn run<T: Transport>(
     mut ws: Box<Ws<T>>,
 ) -> Ended {
     let now = Instant::now();
-    let limits = &state.config.limits;
+    let config = state.config();
+    let limits = &config.limits;
     let mut s = Session {
         max_deadline: now + Duration::from_secs(limits.max_connection_secs),
         state: Arc::clone(&state),
@@ -106,6 +113,8 @@ pub(crate) async fn run<T: Transport>(
         window_count: 0,
         read_paused_until: None,
         pong_pending: false,
+        received: 0,
+        received_bytes: 0,
     };
     let (code, reason, label) = s.drive(&mut ws).await;
     Ended {
@@ -113,6 +122,8 @@ pub(crate) async fn run<T: Transport>(
         reason,
         label,
         dispatcher: s.dispatcher.map(|(_, handle)| handle),
+        received: s.received,
+        received_bytes: s.received_bytes,
     }
 }
 
@@ -210,7 +221,8 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Instant {
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         let mut next = self
             .max_deadline
             .min(self.last_data + Duration::from_secs(limits.idle_timeout_secs));
@@ -245,7 +257,8 @@ impl Session {
     /// Checks every deadline against the clock; the timer may fire early (it is reset lazily).
     async fn on_timer<T: Transport>(&mut self, ws: &mut Ws<T>) -> Step {
         let now = Instant::now();
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         if self.read_paused_until.is_some_and(|until| now >= until) {
             self.read_paused_until = None;
         }
@@ -300,7 +313,7 @@ impl Session {
         batch: &mut Vec<Bytes>,
         partial_first: bool,
     ) -> Result<(), Step> {
-        let write_timeout = Duration::from_secs(self.state.config.limits.write_timeout_secs);
+        let write_timeout = Duration::from_secs(self.state.config().limits.write_timeout_secs);
         let flush_pong = std::mem::take(&mut self.pong_pending);
         let written = tokio::time::timeout(write_timeout, async {
             let (partial, rest) = batch.split_at_mut(usize::from(partial_first));
@@ -392,7 +405,7 @@ impl Session {
             }
             Message::Binary(data) => {
                 self.last_data = now;
-                if self.state.config.limits.reject_binary_frames {
+                if self.state.config().limits.reject_binary_frames {
                     return Step::Close(
                         close::UNSUPPORTED_DATA,
                         "Binary frames are not supported",
@@ -426,7 +439,7 @@ impl Session {
     /// Past twice the limit, reading pauses until the window ends (TCP pushes back), so a
     /// flood of frames costs no CPU.
     fn count_frames(&mut self, now: Instant, frames: u32) -> bool {
-        let limit = self.state.config.limits.inbound_messages_per_sec;
+        let limit = self.state.config().limits.inbound_messages_per_sec;
         if limit == 0 {
             return false;
         }
@@ -491,6 +504,8 @@ impl Session {
     /// A data message: rate limit, route, then answer inline (mock, Forbidden) or hand to the
     /// dispatcher (http).
     fn on_data(&mut self, text: Option<&str>, message: Message, over_rate: bool) -> Step {
+        self.received += 1;
+        self.received_bytes += message.len() as u64;
         let state = Arc::clone(&self.state);
         self.conn.touch(Utc::now().timestamp_millis());
         {
@@ -505,8 +520,10 @@ impl Session {
                 return Step::Continue;
             }
         }
-        let choice = select_route(&state.config.api.route_selection_expression, text, |k| {
-            state.routes.has(k)
+        // One configuration and one set of routes for the whole message, even across a reload.
+        let (config, routes) = (state.config(), state.routes());
+        let choice = select_route(&config.api.route_selection_expression, text, |k| {
+            routes.has(k)
         });
         let route_key = match choice {
             RouteChoice::Forbidden => {
@@ -526,7 +543,7 @@ impl Session {
             .messages_received_total
             .with_label_values(&[&route_key])
             .inc();
-        let Some(route) = state.routes.get(&route_key) else {
+        let Some(route) = routes.get(&route_key).cloned() else {
             return Step::Continue;
         };
         if let Some(reply) = route.integration.answer_now(&message) {
@@ -598,7 +615,7 @@ mod tests {
         let (server, client) = tokio::io::duplex(1 << 16);
         let conn = connection(&state);
         let ws = WebSocketStream::from_raw_socket(
-            Metered::new(server, state.config.limits.max_fragments_per_message),
+            Metered::new(server, state.config().limits.max_fragments_per_message),
             Role::Server,
             Some(state.ws_config),
         )
@@ -617,6 +634,8 @@ mod tests {
             window_count: 0,
             read_paused_until: None,
             pong_pending: false,
+            received: 0,
+            received_bytes: 0,
         };
         (s, Box::new(ws), client)
     }
@@ -628,7 +647,7 @@ mod tests {
         let conn = connection(&state);
         state.registry.insert(Arc::clone(&conn));
         let ws = WebSocketStream::from_raw_socket(
-            Metered::new(server, state.config.limits.max_fragments_per_message),
+            Metered::new(server, state.config().limits.max_fragments_per_message),
             Role::Server,
             Some(state.ws_config),
         )

@@ -23,6 +23,7 @@ use crate::integration::event::{EventKind, EventSource};
 use crate::integration::{Call, IntegrationError};
 use crate::ops;
 use crate::state::NodeState;
+use crate::ws::access;
 use crate::ws::handshake::{self, UpgradeRequest};
 use crate::ws::meter::Metered;
 use crate::ws::session::Ws;
@@ -56,7 +57,7 @@ pub(crate) async fn open<T: Transport>(
     peer: SocketAddr,
     upgrading: Held,
 ) -> Option<Opened<T>> {
-    let config = Arc::clone(&state.config);
+    let config = state.config.load_full();
     let limits = &config.limits;
     let metrics = &state.metrics;
     let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
@@ -69,6 +70,7 @@ pub(crate) async fn open<T: Transport>(
                     .with_label_values(&[e.reason()])
                     .inc();
                 if let Some(status) = e.status() {
+                    access::refused(state, peer, None, status, e.reason());
                     let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
                 }
                 tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
@@ -83,6 +85,7 @@ pub(crate) async fn open<T: Transport>(
                 .handshakes_rejected_total
                 .with_label_values(&["capacity"])
                 .inc();
+            access::refused(state, peer, request.header("user-agent"), 503, "capacity");
             let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
             return None;
         }
@@ -127,6 +130,7 @@ pub(crate) async fn open<T: Transport>(
                 .handshakes_rejected_total
                 .with_label_values(&[reason])
                 .inc();
+            access::refused(state, peer, request.header("user-agent"), status, reason);
             let _ = handshake::reject(&mut stream, status, handshake::reason_phrase(status)).await;
             return None;
         }
@@ -149,6 +153,7 @@ pub(crate) async fn open<T: Transport>(
         if let Some(c) = state.cluster() {
             c.unregister(&conn).await;
         }
+        access::refused(state, peer, request.header("user-agent"), 503, "fenced");
         let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
         return None;
     }
@@ -212,7 +217,7 @@ async fn run_connect(
     request: &UpgradeRequest,
     source: EventSource<'_>,
 ) -> Verdict {
-    let Some(route) = state.routes.get("$connect") else {
+    let Some(route) = state.routes().get("$connect").cloned() else {
         return Verdict::Accept {
             subprotocol: None,
             answer: ConnectAnswer::default(),

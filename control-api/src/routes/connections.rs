@@ -1,11 +1,54 @@
 //! AWS's `@connections` API: PostToConnection, GetConnection and DeleteConnection (plus
-//! Gangway's `?code=&reason=` on delete).
+//! Gangway's `?code=&reason=` on delete), and Gangway's listing of open connections.
 
 use actix_web::HttpResponse;
 use chrono::{TimeZone, Utc};
+use gangway_broker::{ConnectionId, ConnectionInfo};
 
 use super::{json_response, Call};
 use crate::error::ApiError;
+
+/// Connections per page of `GET /@connections` unless `limit` says otherwise.
+const DEFAULT_PAGE: u32 = 100;
+/// Most connections per page.
+const MAX_PAGE: u32 = 1000;
+
+/// `GET /@connections[?limit=&cursor=]`: a page of open connections (every node's in cluster
+/// mode), each with GetConnection's fields, its id and its channels; `nextCursor` unless last.
+pub async fn list(call: Call<'_>) -> Result<HttpResponse, ApiError> {
+    let limit = match call.query_param("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}, not {v:?}"))
+            })?,
+    };
+    let after = match call.query_param("cursor") {
+        None => None,
+        Some(c) => Some(ConnectionId::parse(&c).map_err(|_| {
+            ApiError::bad_request("Invalid cursor: pass the nextCursor of the previous page")
+        })?),
+    };
+    let page = call.broker.list_connections(after, limit).await?;
+    let items: Vec<serde_json::Value> = page
+        .items
+        .into_iter()
+        .map(|l| {
+            let mut v = describe(l.info);
+            v["connectionId"] = serde_json::Value::String(l.id.to_string());
+            v["channels"] = serde_json::json!(l.channels);
+            v
+        })
+        .collect();
+    let mut body = serde_json::json!({ "items": items });
+    if let Some(next) = page.next {
+        body["nextCursor"] = serde_json::Value::String(next);
+    }
+    Ok(json_response(200, body.to_string()))
+}
 
 /// `POST /@connections/{id}`: 200 with an empty body.
 pub async fn post(call: Call<'_>, id: &str) -> Result<HttpResponse, ApiError> {
@@ -16,16 +59,20 @@ pub async fn post(call: Call<'_>, id: &str) -> Result<HttpResponse, ApiError> {
 /// `GET /@connections/{id}`: `connectedAt`, `identity`, `lastActiveAt`, as AWS answers.
 pub async fn get(call: Call<'_>, id: &str) -> Result<HttpResponse, ApiError> {
     let info = call.broker.get_connection(id).await?;
+    Ok(json_response(200, describe(info).to_string()))
+}
+
+/// GetConnection's answer for `info`.
+fn describe(info: ConnectionInfo) -> serde_json::Value {
     let mut identity = serde_json::json!({ "sourceIp": info.source_ip });
     if let Some(ua) = info.user_agent {
         identity["userAgent"] = serde_json::Value::String(ua);
     }
-    let body = serde_json::json!({
+    serde_json::json!({
         "connectedAt": rfc3339(info.connected_at_ms),
         "identity": identity,
         "lastActiveAt": rfc3339(info.last_active_at_ms),
-    });
-    Ok(json_response(200, body.to_string()))
+    })
 }
 
 /// `DELETE /@connections/{id}[?code=&reason=]`: 204 once the close is queued.

@@ -1,12 +1,14 @@
 //! The control API's operations, the table of routes that reach them, and their handlers, one
 //! file per resource: [`connections`] (AWS's `@connections`), [`channels`], [`broadcast`],
-//! [`batch`], [`node`] (cluster membership, the peer check), [`probes`] (health, readiness, metrics, OpenAPI). The dispatcher resolves requests
+//! [`batch`], [`node`] (cluster membership, the peer check), [`admin`] (reload), [`probes`]
+//! (health, readiness, metrics, OpenAPI). The dispatcher resolves requests
 //! through [`resolve`] and calls [`Op::run`]; the OpenAPI document is generated from
 //! [`ROUTES`]; a test checks that the two agree.
 //!
 //! A new endpoint: an [`Op`], its row in [`ROUTES`], and its arm in [`Op::run`] calling a handler
 //! in the file of its resource.
 
+pub mod admin;
 pub mod batch;
 pub mod broadcast;
 pub mod channels;
@@ -33,6 +35,8 @@ pub enum Op {
     Metrics,
     /// `GET /openapi.json`.
     OpenApi,
+    /// List open connections (cluster-wide), with paging.
+    ListConnections,
     /// AWS PostToConnection.
     PostToConnection,
     /// AWS GetConnection.
@@ -53,15 +57,18 @@ pub enum Op {
     Batch,
     /// This node's cluster membership (what a peer asks when it loses Redis).
     DescribeNode,
+    /// Re-read the configuration and apply what can change without a restart.
+    Reload,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 16] = [
         Op::Health,
         Op::Ready,
         Op::Metrics,
         Op::OpenApi,
+        Op::ListConnections,
         Op::PostToConnection,
         Op::GetConnection,
         Op::DeleteConnection,
@@ -72,6 +79,7 @@ impl Op {
         Op::Broadcast,
         Op::Batch,
         Op::DescribeNode,
+        Op::Reload,
     ];
 
     /// The name used in metrics and as the OpenAPI operationId.
@@ -81,6 +89,7 @@ impl Op {
             Op::Ready => "Ready",
             Op::Metrics => "Metrics",
             Op::OpenApi => "OpenApi",
+            Op::ListConnections => "ListConnections",
             Op::PostToConnection => "PostToConnection",
             Op::GetConnection => "GetConnection",
             Op::DeleteConnection => "DeleteConnection",
@@ -91,6 +100,7 @@ impl Op {
             Op::Broadcast => "Broadcast",
             Op::Batch => "Batch",
             Op::DescribeNode => "DescribeNode",
+            Op::Reload => "Reload",
         }
     }
 
@@ -167,6 +177,12 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     plain("GET", "/openapi.json", Op::OpenApi, "This document"),
     route(
+        "GET",
+        "/@connections",
+        Op::ListConnections,
+        "List open connections (every node's in cluster mode), a page at a time",
+    ),
+    route(
         "POST",
         "/@connections/{connectionId}",
         Op::PostToConnection,
@@ -226,6 +242,12 @@ pub const ROUTES: &[RouteSpec] = &[
         Op::DescribeNode,
         "This node's id and cluster membership: whether it reaches Redis, whether it is fenced",
     ),
+    plain(
+        "POST",
+        "/@admin/reload",
+        Op::Reload,
+        "Re-read the configuration file and apply what can change without a restart (as SIGHUP does)",
+    ),
 ];
 
 /// Every (method, full path template, route) the server answers, stage forms included.
@@ -248,6 +270,7 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         (ControlPath::Ready, "GET") => Op::Ready,
         (ControlPath::Metrics, "GET") => Op::Metrics,
         (ControlPath::OpenApi, "GET") => Op::OpenApi,
+        (ControlPath::Connections, "GET") => Op::ListConnections,
         (ControlPath::Connection(_), "POST") => Op::PostToConnection,
         (ControlPath::Connection(_), "GET") => Op::GetConnection,
         (ControlPath::Connection(_), "DELETE") => Op::DeleteConnection,
@@ -258,6 +281,7 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         (ControlPath::Broadcast, "POST") => Op::Broadcast,
         (ControlPath::Batch, "POST") => Op::Batch,
         (ControlPath::Node, "GET") => Op::DescribeNode,
+        (ControlPath::AdminReload, "POST") => Op::Reload,
         (ControlPath::Unknown, _) => return Err(ApiError::not_found()),
         (ControlPath::WrongStage, _) => return Err(ApiError::forbidden()),
         (ControlPath::BadSegment(what), _) => {
@@ -284,6 +308,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// The query string, undecoded.
     pub query: &'a str,
+    /// What `POST /@admin/reload` runs, when the node has it.
+    pub reload: Option<&'a dyn crate::reload::Reload>,
 }
 
 impl Call<'_> {
@@ -303,6 +329,7 @@ impl Op {
             (Op::Ready, _) => Ok(probes::ready(call.broker)),
             (Op::Metrics, _) => Ok(probes::metrics(call.broker)),
             (Op::OpenApi, _) => Ok(probes::openapi()),
+            (Op::ListConnections, _) => connections::list(call).await,
             (Op::PostToConnection, ControlPath::Connection(id)) => {
                 connections::post(call, &id).await
             }
@@ -323,6 +350,7 @@ impl Op {
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
             (Op::Batch, _) => batch::post(call).await,
             (Op::DescribeNode, _) => Ok(node::describe(call.broker)),
+            (Op::Reload, _) => admin::reload(call).await,
             // `resolve` only pairs operations with their own paths.
             _ => Err(ApiError::not_found()),
         }

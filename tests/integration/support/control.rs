@@ -67,6 +67,29 @@ impl Control {
         }
     }
 
+    /// Every page of `GET /@connections` with `limit` per page, following `nextCursor`.
+    pub async fn list_connections(&self, limit: usize) -> Vec<serde_json::Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let path = match &cursor {
+                Some(c) => format!("/@connections?limit={limit}&cursor={c}"),
+                None => format!("/@connections?limit={limit}"),
+            };
+            let r = self.request(Method::GET, &path, "").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let j = r.json();
+            let page = j["items"].as_array().expect("items").clone();
+            assert!(page.len() <= limit);
+            items.extend(page);
+            match j["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return items,
+            }
+        }
+        panic!("paging did not end");
+    }
+
     /// Any request: `path` is everything after the host (and stage), query included.
     pub async fn request(
         &self,

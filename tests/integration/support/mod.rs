@@ -948,6 +948,12 @@ impl Drop for NodeProcess {
     }
 }
 
+/// True when `node` is ready and, in cluster mode, reaches Redis: it joined, or rejoined
+/// after an outage (during a confirmed whole outage a node is ready without Redis).
+pub fn joined(node: &Node) -> bool {
+    node.broker.not_ready_reason().is_none() && node.broker.redis_up() != Some(false)
+}
+
 /// A fresh scratch directory for one test, removed by the caller when it likes.
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gangway-{name}-{}", std::process::id()));
