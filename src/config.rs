@@ -17,6 +17,9 @@ pub struct ListenConfig {
     pub websocket: SocketAddr,
     /// Control API listener (`control`, default `127.0.0.1:9090`).
     pub control: SocketAddr,
+    /// `trusted_proxies` and `proxy_protocol`: whose `X-Forwarded-For` and PROXY header set a
+    /// client's `sourceIp` (also handed to the broker as its `edge`).
+    pub edge: gangway_broker::config::edge::EdgeConfig,
 }
 
 /// Log output format.
@@ -73,6 +76,7 @@ impl GatewayConfig {
         let listen = read_listen(&table, &mut problems);
         let log = read_log(&table, &mut problems);
         broker.access_log = log.access;
+        broker.edge = listen.edge.clone();
         if !listen.control.ip().is_loopback() && !control.requires_auth() {
             problems.push(ConfigProblem {
                 key: "listen.control".into(),
@@ -122,12 +126,22 @@ impl GatewayConfig {
 
 fn read_listen(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> ListenConfig {
     let mut r = Section::new(table, "listen", problems);
-    let listen = ListenConfig {
-        websocket: r.addr("websocket", "127.0.0.1:8080"),
-        control: r.addr("control", "127.0.0.1:9090"),
-    };
+    let websocket = r.addr("websocket", "127.0.0.1:8080");
+    let control = r.addr("control", "127.0.0.1:9090");
+    let trusted = r.string_list("trusted_proxies");
+    let proxy_protocol = r.bool("proxy_protocol", false);
     r.finish();
-    listen
+    let edge = gangway_broker::config::edge::EdgeConfig::parse(
+        "listen.trusted_proxies",
+        &trusted,
+        proxy_protocol,
+        problems,
+    );
+    ListenConfig {
+        websocket,
+        control,
+        edge,
+    }
 }
 
 fn read_log(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> LogConfig {

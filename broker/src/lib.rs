@@ -549,6 +549,7 @@ pub mod internals {
     pub use crate::fanout::channels::Channels;
     pub use crate::integration::event::{build_event, EventKind, EventSource, MessageBody};
     pub use crate::selection::{select_route, RouteChoice, SelectionExpression};
+    pub use crate::ws::forwarded::{client_address, parse_proxy_header};
     pub use crate::ws::handshake::parse_request;
     pub use crate::ws::meter::{FrameMeter, TooManyFragments};
 }

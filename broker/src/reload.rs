@@ -93,6 +93,9 @@ fn applied(old: &Config, new: &Config) -> Vec<String> {
     if old.access_log != new.access_log {
         out.push("log.access".into());
     }
+    if old.edge != new.edge {
+        out.push("listen.trusted_proxies".into());
+    }
     out
 }
 

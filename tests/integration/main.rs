@@ -8,6 +8,7 @@ mod aws_sdk;
 mod cli;
 mod cluster;
 mod control_api;
+mod edge;
 mod fanout;
 mod limits;
 mod observability;

@@ -13,6 +13,7 @@ use crate::selection::SelectionExpression;
 
 mod builder;
 mod cluster;
+pub mod edge;
 mod limits;
 mod reader;
 mod routes;
@@ -41,6 +42,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// One access-log line per connection (the binary's `[log] access`; default on).
     pub access_log: bool,
+    /// Trusted proxies and the PROXY protocol (the binary's `[listen]`; default: none).
+    pub edge: edge::EdgeConfig,
 }
 
 /// `[api]` section.
@@ -194,6 +197,7 @@ impl Config {
             limits,
             cluster,
             access_log: true,
+            edge: edge::EdgeConfig::default(),
         }
     }
 }

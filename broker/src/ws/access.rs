@@ -10,7 +10,7 @@
 //! it reads; the outbox counts what it accepts, under the lock every push already takes), and
 //! the line is formatted only when the filter lets `gangway::access` through at `info`.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use chrono::Utc;
 
@@ -24,7 +24,7 @@ pub const TARGET: &str = "gangway::access";
 /// An upgrade refused with `status` before it became a connection.
 pub(crate) fn refused(
     state: &NodeState,
-    peer: SocketAddr,
+    client: IpAddr,
     user_agent: Option<&str>,
     status: u16,
     reason: &str,
@@ -34,7 +34,7 @@ pub(crate) fn refused(
     }
     tracing::info!(
         target: TARGET,
-        source_ip = %peer.ip(),
+        source_ip = %client,
         user_agent = ?user_agent.unwrap_or(""),
         stage = %state.config().api.stage,
         connect_status = status,

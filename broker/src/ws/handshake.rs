@@ -88,22 +88,31 @@ impl HandshakeError {
     }
 }
 
-/// Reads and validates an upgrade request. Returns it with any bytes read past its end.
-pub async fn read_request<S: AsyncRead + Unpin>(
+/// Reads and validates an upgrade request, within `timeout`, after `initial` bytes already
+/// read from the stream (what followed a PROXY header; usually none). Returns it with any bytes
+/// read past its end.
+pub async fn read_request_after<S: AsyncRead + Unpin>(
     stream: &mut S,
     stage: &str,
     timeout: Duration,
+    initial: Vec<u8>,
 ) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
-    tokio::time::timeout(timeout, read_request_inner(stream, stage))
+    tokio::time::timeout(timeout, read_request_from(stream, stage, initial))
         .await
         .unwrap_or(Err(HandshakeError::Timeout))
 }
 
-async fn read_request_inner<S: AsyncRead + Unpin>(
+async fn read_request_from<S: AsyncRead + Unpin>(
     stream: &mut S,
     stage: &str,
+    mut buf: Vec<u8>,
 ) -> Result<(UpgradeRequest, Vec<u8>), HandshakeError> {
-    let mut buf = Vec::with_capacity(1024);
+    if !buf.is_empty() {
+        if let Some((request, used)) = parse_request(&buf, stage)? {
+            let rest = buf.split_off(used);
+            return Ok((request, rest));
+        }
+    }
     loop {
         let mut chunk = [0u8; 1024];
         let n = stream.read(&mut chunk).await?;

@@ -4,6 +4,7 @@
 //! Generic over [`crate::conn::transport::Transport`].
 
 pub mod access;
+pub mod forwarded;
 pub mod handshake;
 pub(crate) mod listener;
 pub mod meter;

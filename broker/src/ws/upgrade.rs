@@ -23,10 +23,10 @@ use crate::integration::event::{EventKind, EventSource};
 use crate::integration::{Call, IntegrationError};
 use crate::ops;
 use crate::state::NodeState;
-use crate::ws::access;
 use crate::ws::handshake::{self, UpgradeRequest};
 use crate::ws::meter::Metered;
 use crate::ws::session::Ws;
+use crate::ws::{access, forwarded};
 
 /// A connection that completed its upgrade.
 pub(crate) struct Opened<T> {
@@ -60,23 +60,56 @@ pub(crate) async fn open<T: Transport>(
     let config = state.config.load_full();
     let limits = &config.limits;
     let metrics = &state.metrics;
-    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs);
-    let (request, leftover) =
-        match handshake::read_request(&mut stream, &config.api.stage, handshake_timeout).await {
-            Ok(r) => r,
+    // One deadline for the PROXY header and the upgrade request together.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let edge = &config.edge;
+    let mut peer_ip = peer.ip();
+    let mut initial = Vec::new();
+    let refuse = |e: &handshake::HandshakeError, ip| {
+        metrics
+            .handshakes_rejected_total
+            .with_label_values(&[e.reason()])
+            .inc();
+        if let Some(status) = e.status() {
+            access::refused(state, ip, None, status, e.reason());
+        }
+        tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
+    };
+    if edge.proxy_protocol && edge.trusts(peer.ip()) {
+        match forwarded::read_proxy_header(&mut stream, left()).await {
+            Ok((client, rest)) => {
+                peer_ip = client.unwrap_or(peer_ip);
+                initial = rest;
+            }
             Err(e) => {
-                metrics
-                    .handshakes_rejected_total
-                    .with_label_values(&[e.reason()])
-                    .inc();
+                refuse(&e, peer_ip);
                 if let Some(status) = e.status() {
-                    access::refused(state, peer, None, status, e.reason());
                     let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
                 }
-                tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
                 return None;
             }
-        };
+        }
+    }
+    let (request, leftover) = match handshake::read_request_after(
+        &mut stream,
+        &config.api.stage,
+        left(),
+        initial,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            refuse(&e, peer_ip);
+            if let Some(status) = e.status() {
+                let _ = handshake::reject(&mut stream, status, &e.to_string()).await;
+            }
+            return None;
+        }
+    };
+    // The client's address: what a trusted PROXY header and X-Forwarded-For say, else the peer.
+    let client_ip = forwarded::client_address(peer_ip, &request.headers, edge);
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
         Some(slot) if !state.refuses_upgrades() => slot,
@@ -85,7 +118,13 @@ pub(crate) async fn open<T: Transport>(
                 .handshakes_rejected_total
                 .with_label_values(&["capacity"])
                 .inc();
-            access::refused(state, peer, request.header("user-agent"), 503, "capacity");
+            access::refused(
+                state,
+                client_ip,
+                request.header("user-agent"),
+                503,
+                "capacity",
+            );
             let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
             return None;
         }
@@ -109,7 +148,7 @@ pub(crate) async fn open<T: Transport>(
         .or_else(|| state.listen_domain.get().cloned())
         .unwrap_or_default();
     let user_agent = request.header("user-agent").map(str::to_string);
-    let source_ip = peer.ip().to_string();
+    let source_ip = client_ip.to_string();
     let source = EventSource {
         stage: &config.api.stage,
         api_id: &config.api.api_id,
@@ -130,7 +169,13 @@ pub(crate) async fn open<T: Transport>(
                 .handshakes_rejected_total
                 .with_label_values(&[reason])
                 .inc();
-            access::refused(state, peer, request.header("user-agent"), status, reason);
+            access::refused(
+                state,
+                client_ip,
+                request.header("user-agent"),
+                status,
+                reason,
+            );
             let _ = handshake::reject(&mut stream, status, handshake::reason_phrase(status)).await;
             return None;
         }
@@ -138,7 +183,7 @@ pub(crate) async fn open<T: Transport>(
     let conn = Arc::new(Connection::new(
         id,
         connected_at_ms,
-        peer.ip(),
+        client_ip,
         user_agent,
         domain_name,
         answer.context,
@@ -153,7 +198,13 @@ pub(crate) async fn open<T: Transport>(
         if let Some(c) = state.cluster() {
             c.unregister(&conn).await;
         }
-        access::refused(state, peer, request.header("user-agent"), 503, "fenced");
+        access::refused(
+            state,
+            client_ip,
+            request.header("user-agent"),
+            503,
+            "fenced",
+        );
         let _ = handshake::reject(&mut stream, 503, "Service Unavailable").await;
         return None;
     }
