@@ -548,6 +548,8 @@ pub mod internals {
     pub use crate::conn::op::{ConnOp, OpOutcome};
     pub use crate::fanout::channels::Channels;
     pub use crate::integration::event::{build_event, EventKind, EventSource, MessageBody};
+    pub use crate::integration::lambda::decode as decode_lambda_result;
+    pub use crate::integration::Answer;
     pub use crate::selection::{select_route, RouteChoice, SelectionExpression};
     pub use crate::ws::forwarded::{client_address, parse_proxy_header};
     pub use crate::ws::handshake::parse_request;

@@ -72,8 +72,13 @@ const DISCONNECT_OUTCOMES: &[&str] = &["delivered", "rejected", "retried", "fail
 /// `gangway_handshakes_rejected_total` reasons exported from the start.
 const REJECT_REASONS: &[&str] = &["capacity", "handshakes_full", "timeout", "malformed"];
 /// `gangway_integration_errors_total` kinds (a non-2xx answer, then the transport's errors).
-const INTEGRATION_ERROR_KINDS: &[&str] =
-    &["status", "timeout", "unreachable", "response_too_large"];
+const INTEGRATION_ERROR_KINDS: &[&str] = &[
+    "status",
+    "timeout",
+    "unreachable",
+    "response_too_large",
+    "malformed_result",
+];
 /// `gangway_messages_sent_total` sources exported from the start.
 const SENT_SOURCES: &[&str] = &["route", "push", "publish", "broadcast", "gateway"];
 /// `gangway_cluster_dropped_total` reasons exported from the start.

@@ -10,6 +10,7 @@ mod cluster;
 mod control_api;
 mod edge;
 mod fanout;
+mod lambda;
 mod limits;
 mod observability;
 mod partitions;

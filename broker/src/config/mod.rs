@@ -22,7 +22,7 @@ pub use builder::{unknown_sections, ConfigBuilder};
 pub use cluster::{fencing_fits, ClusterConfig, RedisMode, MIN_HEARTBEATS_PER_TTL};
 pub use limits::{LimitsConfig, SlowConsumerPolicy};
 pub use reader::Section;
-pub use routes::{IntegrationKind, RouteConfig};
+pub use routes::{IntegrationKind, ResponseFormat, RouteConfig};
 
 /// The sections of the configuration file that the data plane reads.
 pub const SECTIONS: &[&str] = &["api", "routes", "limits", "cluster"];
@@ -109,6 +109,7 @@ impl Config {
                 two_way: true,
                 timeout: Duration::from_millis(29_000),
                 response: None,
+                response_format: ResponseFormat::Raw,
             },
         );
         config

@@ -28,6 +28,19 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// `response`: fixed body of a `mock` route; absent means echo.
     pub response: Option<String>,
+    /// `response_format`: how an `http` backend's answer is read (default raw).
+    pub response_format: ResponseFormat,
+}
+
+/// How an `http` route reads its backend's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseFormat {
+    /// `"raw"`: the HTTP status decides, the body is the reply (and `$connect`'s JSON).
+    #[default]
+    Raw,
+    /// `"lambda"`: the body is Lambda's proxy result — `statusCode` decides, `headers` apply,
+    /// `body` (base64-decoded when `isBase64Encoded`) is the reply.
+    Lambda,
 }
 
 /// Reads `[routes]`, recording every problem.
@@ -91,6 +104,24 @@ pub(super) fn read(
         let two_way = r.bool("two_way", integration == IntegrationKind::Mock);
         let timeout_ms = r.uint("timeout_ms", 29_000, 1, 3_600_000);
         let response = r.string("response");
+        let response_format = match r.string("response_format").as_deref() {
+            None | Some("raw") => ResponseFormat::Raw,
+            Some("lambda") if integration == IntegrationKind::Http => ResponseFormat::Lambda,
+            Some("lambda") => {
+                r.problem(
+                    "response_format",
+                    "\"lambda\" reads an http backend's answer; a mock route has none".into(),
+                );
+                ResponseFormat::Raw
+            }
+            Some(other) => {
+                r.problem(
+                    "response_format",
+                    format!("must be \"raw\" or \"lambda\", not {other:?}"),
+                );
+                ResponseFormat::Raw
+            }
+        };
         r.finish();
         match (integration, &url) {
             (IntegrationKind::Http, None) => problems.push(ConfigProblem {
@@ -128,6 +159,7 @@ pub(super) fn read(
                 two_way,
                 timeout: Duration::from_millis(timeout_ms),
                 response,
+                response_format,
             },
         );
     }

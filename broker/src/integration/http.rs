@@ -16,10 +16,10 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::Config;
+use crate::config::{Config, ResponseFormat};
 use crate::integration::event::build_event;
 use crate::integration::signature::{sign, SIGNATURE_HEADER};
-use crate::integration::{Answer, Call, Integration, IntegrationError};
+use crate::integration::{lambda, Answer, Call, Integration, IntegrationError};
 use crate::metrics::Metrics;
 
 /// The HTTP client every `http` route shares.
@@ -66,11 +66,13 @@ impl Client {
     }
 
     /// POSTs the signed event of `call` to `url`: waits for a permit (of `permits`), all within
-    /// `timeout`, and records the call's latency and failure in the metrics.
+    /// `timeout`, reads the answer as `format` says, and records the call's latency and failure
+    /// (of the answer as read: a Lambda result's `statusCode` counts) in the metrics.
     async fn call(
         &self,
         url: &reqwest::Url,
         timeout: Duration,
+        format: ResponseFormat,
         call: Call<'_>,
         permits: &Semaphore,
     ) -> Result<Answer, IntegrationError> {
@@ -78,7 +80,11 @@ impl Client {
         let route_key = call.kind.route_key();
         let result = tokio::time::timeout(timeout, async {
             let _permit = permits.acquire().await;
-            self.post(url, call).await
+            let answer = self.post(url, call).await?;
+            match format {
+                ResponseFormat::Raw => Ok(answer),
+                ResponseFormat::Lambda => lambda::decode(answer),
+            }
         })
         .await
         .unwrap_or(Err(IntegrationError::Timeout(timeout)));
@@ -145,29 +151,41 @@ impl Client {
     }
 }
 
-/// One `http` route: its URL and timeout over the shared [`Client`].
+/// One `http` route: its URL, timeout and answer format over the shared [`Client`].
 #[derive(Debug)]
 pub struct Http {
     url: reqwest::Url,
     timeout: Duration,
+    format: ResponseFormat,
     client: Arc<Client>,
 }
 
 impl Http {
-    /// A route POSTing to `url`, each call within `timeout`.
-    pub fn new(url: reqwest::Url, timeout: Duration, client: Arc<Client>) -> Self {
+    /// A route POSTing to `url`, each call within `timeout`, reading answers as `format`.
+    pub fn new(
+        url: reqwest::Url,
+        timeout: Duration,
+        format: ResponseFormat,
+        client: Arc<Client>,
+    ) -> Self {
         Http {
             url,
             timeout,
+            format,
             client,
         }
+    }
+
+    async fn call(&self, call: Call<'_>, permits: &Semaphore) -> Result<Answer, IntegrationError> {
+        self.client
+            .call(&self.url, self.timeout, self.format, call, permits)
+            .await
     }
 }
 
 impl Integration for Http {
     fn connect<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        let c = &self.client;
-        Box::pin(c.call(&self.url, self.timeout, call, &c.permits))
+        Box::pin(self.call(call, &self.client.permits))
     }
 
     fn answer_now(&self, _message: &Message) -> Option<Bytes> {
@@ -175,8 +193,7 @@ impl Integration for Http {
     }
 
     fn message<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        let c = &self.client;
-        Box::pin(c.call(&self.url, self.timeout, call, &c.permits))
+        Box::pin(self.call(call, &self.client.permits))
     }
 
     fn delivers_disconnect(&self) -> bool {
@@ -184,8 +201,7 @@ impl Integration for Http {
     }
 
     fn disconnect<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        let c = &self.client;
-        Box::pin(c.call(&self.url, self.timeout, call, &c.disconnect_permits))
+        Box::pin(self.call(call, &self.client.disconnect_permits))
     }
 }
 

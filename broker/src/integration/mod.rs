@@ -10,6 +10,7 @@ pub mod disconnect;
 pub mod dispatch;
 pub mod event;
 pub mod http;
+pub mod lambda;
 pub mod mock;
 pub mod signature;
 
@@ -67,6 +68,10 @@ pub enum IntegrationError {
     /// The backend answered with a body over the bound.
     #[error("backend response larger than {0} bytes")]
     ResponseTooLarge(usize),
+    /// A `response_format = "lambda"` backend answered 2xx with something that is not Lambda's
+    /// proxy result.
+    #[error("backend answer is not a Lambda proxy result: {0}")]
+    MalformedResult(String),
 }
 
 impl IntegrationError {
@@ -76,6 +81,7 @@ impl IntegrationError {
             IntegrationError::Timeout(_) => "timeout",
             IntegrationError::Unreachable(_) => "unreachable",
             IntegrationError::ResponseTooLarge(_) => "response_too_large",
+            IntegrationError::MalformedResult(_) => "malformed_result",
         }
     }
 }
@@ -147,9 +153,12 @@ impl Routes {
             metrics.prime_route(key, rc.integration == IntegrationKind::Http);
             let integration: Arc<dyn Integration> = match rc.integration {
                 IntegrationKind::Http => match rc.url.as_deref().map(reqwest::Url::parse) {
-                    Some(Ok(url)) => {
-                        Arc::new(http::Http::new(url, rc.timeout, Arc::clone(&client)))
-                    }
+                    Some(Ok(url)) => Arc::new(http::Http::new(
+                        url,
+                        rc.timeout,
+                        rc.response_format,
+                        Arc::clone(&client),
+                    )),
                     // Config validation guarantees a parseable URL; skip defensively.
                     _ => continue,
                 },
