@@ -119,6 +119,7 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         write_through: WriteThrough::new(limits.write_through_max_recipients),
         slots: Capacity::new(limits.max_connections),
         handshakes: Capacity::new(limits.max_pending_handshakes),
+        per_address: conn::throttle::PerAddress::new(limits.connections_per_ip_per_sec),
         config: ArcSwap::from_pointee(config),
         registry: Registry::new(),
         channels: Channels::new(),

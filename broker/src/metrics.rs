@@ -70,7 +70,13 @@ const DROP_REASONS: &[&str] = &[
 /// `gangway_disconnect_events_total` outcomes.
 const DISCONNECT_OUTCOMES: &[&str] = &["delivered", "rejected", "retried", "failed"];
 /// `gangway_handshakes_rejected_total` reasons exported from the start.
-const REJECT_REASONS: &[&str] = &["capacity", "handshakes_full", "timeout", "malformed"];
+const REJECT_REASONS: &[&str] = &[
+    "capacity",
+    "handshakes_full",
+    "timeout",
+    "malformed",
+    "rate_limited",
+];
 /// `gangway_integration_errors_total` kinds (a non-2xx answer, then the transport's errors).
 const INTEGRATION_ERROR_KINDS: &[&str] = &[
     "status",

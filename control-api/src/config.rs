@@ -21,6 +21,11 @@ pub struct ControlConfig {
     pub aws_credentials: Vec<AwsCredential>,
     /// How long a control request's body may take to arrive, seconds (then 408).
     pub body_timeout_secs: u64,
+    /// `rate_per_credential`: requests per second each credential (token, AWS key, or the
+    /// local caller) may make; 0 means no limit. Over it: 429.
+    pub rate_per_credential: u32,
+    /// `burst_per_credential`: that bucket's burst (0: the rate).
+    pub burst_per_credential: u32,
 }
 
 impl Default for ControlConfig {
@@ -48,6 +53,8 @@ impl ControlConfig {
         let tokens = r.string_list("tokens");
         let aws_credentials = credentials(&mut r, "aws_credentials");
         let body_timeout_secs = r.uint("body_timeout_secs", 30, 1, 3_600);
+        let rate_per_credential = r.uint("rate_per_credential", 0, 0, 1 << 24) as u32;
+        let burst_per_credential = r.uint("burst_per_credential", 0, 0, 1 << 24) as u32;
         r.finish();
         for (i, t) in tokens.iter().enumerate() {
             if t.len() < MIN_TOKEN_BYTES {
@@ -61,6 +68,8 @@ impl ControlConfig {
             tokens,
             aws_credentials,
             body_timeout_secs,
+            rate_per_credential,
+            burst_per_credential,
         }
     }
 }

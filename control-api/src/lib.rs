@@ -185,8 +185,27 @@ async fn authenticated_body(
     };
     let control = state.access.current();
     let timeout = Duration::from_secs(control.body_timeout_secs);
-    match auth::authenticate(req, &control)? {
-        Caller::Local | Caller::Bearer => body::read(req, payload, limit, timeout).await,
+    let caller = auth::authenticate(req, &control)?;
+    let admit = |key: access::CredentialKey| {
+        if state.access.admit(&key) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                429,
+                "LimitExceededException",
+                "Too many requests for this credential: slow down (rate_per_credential)",
+            ))
+        }
+    };
+    match caller {
+        Caller::Local => {
+            admit("local".into())?;
+            body::read(req, payload, limit, timeout).await
+        }
+        Caller::Bearer => {
+            admit(auth::bearer_key(req))?;
+            body::read(req, payload, limit, timeout).await
+        }
         Caller::SigV4(pre) => {
             let declared = body::declared_length(req)?;
             if declared.is_some_and(|n| n > limit) {
@@ -195,6 +214,8 @@ async fn authenticated_body(
             let _room = state.budget.reserve(declared.unwrap_or(limit))?;
             let body = body::read(req, payload, limit, timeout).await?;
             auth::verify_body(req, &pre, &body)?;
+            // Charged only now: a forged signature cannot spend the key's budget.
+            admit(format!("sigv4:{}", pre.access_key_id()))?;
             Ok(body)
         }
     }

@@ -317,3 +317,71 @@ async fn connections_are_listed_a_page_at_a_time() {
     assert!(api.list_connections(10).await.is_empty());
     node.shutdown().await;
 }
+
+// Issue 13, item 4: a token bucket per credential; a forged SigV4 signature cannot spend a
+// key's budget (charged only after the body verified); probes are never limited.
+#[tokio::test]
+async fn each_credential_has_a_request_budget() {
+    let node = node(&format!(
+        "{ECHO}[control]\ntokens = [\"token-aaaaaa\", \"token-bbbbbb\"]\n\
+         rate_per_credential = 1\nburst_per_credential = 2\n\
+         [[control.aws_credentials]]\naccess_key_id = \"AKIDBUDGET\"\nsecret_access_key = \"budget-secret\"\n"
+    ))
+    .await;
+    let api = Control::of(&node);
+    let a = api.bearer("token-aaaaaa");
+    for _ in 0..2 {
+        assert_eq!(
+            a.request(Method::GET, "/@connections", "").await.status,
+            200
+        );
+    }
+    let r = a.request(Method::GET, "/@connections", "").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.error_type.as_deref(), Some("LimitExceededException"));
+    // Another credential has its own budget; probes are not limited.
+    let b = api.bearer("token-bbbbbb");
+    assert_eq!(
+        b.request(Method::GET, "/@connections", "").await.status,
+        200
+    );
+    assert_eq!(api.request(Method::GET, "/healthz", "").await.status, 200);
+
+    // SigV4: three forged requests for the key (403 each) spend nothing.
+    let addr = node.control_addr.to_string();
+    let signed = |secret: &str| {
+        let credential = gangway_control_api::config::AwsCredential {
+            access_key_id: "AKIDBUDGET".into(),
+            secret_access_key: secret.into(),
+        };
+        gangway_control_api::auth::sigv4::sign(
+            &credential,
+            "GET",
+            &addr,
+            "/@connections",
+            b"",
+            chrono::Utc::now(),
+        )
+    };
+    let send = |(authorization, date): (String, String)| {
+        let url = format!("http://{addr}/@connections");
+        async move {
+            http()
+                .get(url)
+                .header("authorization", authorization)
+                .header("x-amz-date", date)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(send(signed("wrong-secret")).await, 403);
+    }
+    assert_eq!(send(signed("budget-secret")).await, 200);
+    assert_eq!(send(signed("budget-secret")).await, 200);
+    assert_eq!(send(signed("budget-secret")).await, 429);
+    node.shutdown().await;
+}

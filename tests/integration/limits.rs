@@ -189,3 +189,111 @@ async fn inbound_rate_limit_answers_with_an_error_frame() {
     assert_eq!((echoed, limited), (3, 2));
     node.shutdown().await;
 }
+
+// Issue 13, item 4: the inbound limit is a token bucket; a burst above the rate is allowed.
+#[tokio::test]
+async fn the_inbound_bucket_allows_its_burst() {
+    let node = node(&format!(
+        "{ECHO}[limits]\ninbound_messages_per_sec = 1\ninbound_burst = 5\n"
+    ))
+    .await;
+    let mut ws = connect(&node).await;
+    for i in 0..6 {
+        send_text(&mut ws, &format!("m{i}")).await;
+    }
+    let mut echoed = 0;
+    let mut limited = 0;
+    for _ in 0..6 {
+        match next_message(&mut ws).await {
+            Message::Text(t) if t.starts_with('m') => echoed += 1,
+            Message::Text(t) => {
+                let j: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+                assert_eq!(j["message"], "Too many requests");
+                limited += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((echoed, limited), (5, 1));
+    node.shutdown().await;
+}
+
+// Issue 13, item 4: a route's node-wide limit, across connections (AWS's route throttling).
+#[tokio::test]
+async fn a_route_is_throttled_node_wide() {
+    let node = node(
+        "[routes.\"$default\"]\nintegration = \"mock\"\n\
+         [routes.chat]\nintegration = \"mock\"\nthrottle_rate = 1\nthrottle_burst = 2\n",
+    )
+    .await;
+    let mut a = connect(&node).await;
+    let mut b = connect(&node).await;
+    let chat = r#"{"action":"chat"}"#;
+    send_text(&mut a, chat).await;
+    assert_eq!(next_message(&mut a).await, Message::text(chat));
+    send_text(&mut b, chat).await;
+    assert_eq!(next_message(&mut b).await, Message::text(chat));
+    // The route's burst is spent: refused for either connection; other routes are not limited.
+    send_text(&mut a, chat).await;
+    assert_eq!(next_json(&mut a).await["message"], "Too many requests");
+    send_text(&mut b, "not chat").await;
+    assert_eq!(next_message(&mut b).await, Message::text("not chat"));
+    let metrics = Control::of(&node)
+        .request(reqwest::Method::GET, "/metrics", "")
+        .await;
+    assert!(metrics
+        .body
+        .contains("gangway_messages_received_total{route=\"route_throttled\"} 1"));
+    node.shutdown().await;
+}
+
+/// Upgrades from `source`; the response status.
+async fn upgrade_from(node: &gangway::Node, source: &str) -> u16 {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("addr"))
+        .expect("bind");
+    let mut s = socket.connect(node.websocket_addr).await.expect("connect");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut s).await;
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+// Issue 13, item 4: new connections per source address; over it 429 before $connect.
+#[tokio::test]
+async fn new_connections_per_address_are_limited_before_connect() {
+    let backend = Backend::start().await;
+    let node = node(&format!(
+        "[api]\nwebhook_secret = \"per-ip-secret\"\n\
+         [routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+         [limits]\nconnections_per_ip_per_sec = 2\n",
+        backend.url("/connect")
+    ))
+    .await;
+    assert_eq!(upgrade_from(&node, "127.0.0.1").await, 101);
+    assert_eq!(upgrade_from(&node, "127.0.0.1").await, 101);
+    assert_eq!(upgrade_from(&node, "127.0.0.1").await, 429);
+    // Another address has its own bucket.
+    assert_eq!(upgrade_from(&node, "127.0.0.2").await, 101);
+    assert_eq!(
+        backend.calls().len(),
+        3,
+        "no $connect call for the refused upgrade"
+    );
+    let metrics = Control::of(&node)
+        .request(reqwest::Method::GET, "/metrics", "")
+        .await;
+    assert!(metrics
+        .body
+        .contains("gangway_handshakes_rejected_total{reason=\"rate_limited\"} 1"));
+    node.shutdown().await;
+}

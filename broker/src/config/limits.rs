@@ -54,8 +54,13 @@ pub struct LimitsConfig {
     pub max_channels_per_connection: usize,
     /// Inbound messages a connection may have waiting for the backend before reads pause.
     pub inbound_queue_messages: usize,
-    /// Per-connection inbound messages per second; 0 means no limit.
+    /// Per-connection inbound frames per second (a token bucket's rate); 0 means no limit.
     pub inbound_messages_per_sec: u32,
+    /// The bucket's burst; 0 means the rate.
+    pub inbound_burst: u32,
+    /// New upgrades per source address per second (burst: the rate); 0 means no limit. Over
+    /// it: 429 before `$connect`.
+    pub connections_per_ip_per_sec: u32,
     /// Reject binary frames with close 1003, as AWS does (default false: binary goes to `$default`).
     pub reject_binary_frames: bool,
     /// How many times a failed `$disconnect` delivery is tried in all.
@@ -126,6 +131,8 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Li
             as usize,
         inbound_queue_messages: r.uint("inbound_queue_messages", 16, 1, 1 << 16) as usize,
         inbound_messages_per_sec: r.uint("inbound_messages_per_sec", 0, 0, 1 << 20) as u32,
+        inbound_burst: r.uint("inbound_burst", 0, 0, 1 << 20) as u32,
+        connections_per_ip_per_sec: r.uint("connections_per_ip_per_sec", 0, 0, 1 << 20) as u32,
         reject_binary_frames: r.bool("reject_binary_frames", false),
         disconnect_max_attempts: r.uint("disconnect_max_attempts", 8, 1, 1_000) as u32,
         shutdown_grace_secs: r.uint("shutdown_grace_secs", 10, 0, 3_600),

@@ -110,6 +110,8 @@ impl Config {
                 timeout: Duration::from_millis(29_000),
                 response: None,
                 response_format: ResponseFormat::Raw,
+                throttle_rate: 0,
+                throttle_burst: 0,
             },
         );
         config

@@ -30,6 +30,10 @@ pub struct RouteConfig {
     pub response: Option<String>,
     /// `response_format`: how an `http` backend's answer is read (default raw).
     pub response_format: ResponseFormat,
+    /// `throttle_rate`: node-wide messages per second for this route (0: off).
+    pub throttle_rate: u32,
+    /// `throttle_burst`: the route's bucket's burst (0: the rate).
+    pub throttle_burst: u32,
 }
 
 /// How an `http` route reads its backend's answer.
@@ -104,6 +108,8 @@ pub(super) fn read(
         let two_way = r.bool("two_way", integration == IntegrationKind::Mock);
         let timeout_ms = r.uint("timeout_ms", 29_000, 1, 3_600_000);
         let response = r.string("response");
+        let throttle_rate = r.uint("throttle_rate", 0, 0, 1 << 24) as u32;
+        let throttle_burst = r.uint("throttle_burst", 0, 0, 1 << 24) as u32;
         let response_format = match r.string("response_format").as_deref() {
             None | Some("raw") => ResponseFormat::Raw,
             Some("lambda") if integration == IntegrationKind::Http => ResponseFormat::Lambda,
@@ -160,6 +166,8 @@ pub(super) fn read(
                 timeout: Duration::from_millis(timeout_ms),
                 response,
                 response_format,
+                throttle_rate,
+                throttle_burst,
             },
         );
     }

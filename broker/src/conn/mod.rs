@@ -12,4 +12,5 @@ pub mod id;
 pub mod op;
 pub mod outbox;
 pub mod registry;
+pub mod throttle;
 pub mod transport;

@@ -116,6 +116,8 @@ pub struct Route {
     pub integration: Arc<dyn Integration>,
     /// Whether a 2xx answer's body goes back to the client.
     pub two_way: bool,
+    /// The route's node-wide bucket (`throttle_rate`), if any.
+    pub throttle: Option<Arc<crate::conn::throttle::Bucket>>,
 }
 
 /// The routes of this node, by key.
@@ -172,6 +174,11 @@ impl Routes {
                     key: Arc::from(key.as_str()),
                     integration,
                     two_way: rc.two_way,
+                    throttle: crate::conn::throttle::Bucket::new(
+                        rc.throttle_rate,
+                        rc.throttle_burst,
+                    )
+                    .map(Arc::new),
                 }),
             );
         }

@@ -33,6 +33,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::conn::close;
 use crate::conn::connection::Connection;
 use crate::conn::frame;
+use crate::conn::throttle::Bucket;
 use crate::conn::transport::{write_frames, Transport};
 use crate::fanout::deliver;
 use crate::integration::dispatch::{self, Inbound};
@@ -70,9 +71,11 @@ struct Session {
     last_heard: Instant,
     last_ping: Instant,
     max_deadline: Instant,
-    /// Rate limiter: start of the current one-second window and frames in it.
-    window_start: Instant,
-    window_count: u32,
+    /// The connection's inbound bucket (`inbound_messages_per_sec`, `inbound_burst`), boxed:
+    /// only connections of a node with a limit pay for it.
+    bucket: Option<Box<Bucket>>,
+    /// Frames refused in a row: past the burst, reading pauses until the bucket refills.
+    refused_in_a_row: u32,
     /// Reading pauses until then: the client sent more than twice its frame rate.
     read_paused_until: Option<Instant>,
     /// A ping arrived since the last write: tungstenite may hold its pong unwritten, and it
@@ -109,8 +112,8 @@ pub(crate) async fn run<T: Transport>(
         last_data: now,
         last_heard: now,
         last_ping: now,
-        window_start: now,
-        window_count: 0,
+        bucket: Bucket::new(limits.inbound_messages_per_sec, limits.inbound_burst).map(Box::new),
+        refused_in_a_row: 0,
         read_paused_until: None,
         pong_pending: false,
         received: 0,
@@ -435,24 +438,33 @@ impl Session {
         }
     }
 
-    /// Adds `frames` to the rate limiter's window; true when the window is over the limit.
-    /// Past twice the limit, reading pauses until the window ends (TCP pushes back), so a
-    /// flood of frames costs no CPU.
+    /// Takes `frames` tokens from the connection's bucket; true when it had too few (the
+    /// message is over the limit). Past another burst's worth of refusals in a row, reading
+    /// pauses for a second (TCP pushes back), so a flood of frames costs no CPU.
     fn count_frames(&mut self, now: Instant, frames: u32) -> bool {
-        let limit = self.state.config().limits.inbound_messages_per_sec;
-        if limit == 0 {
+        let Some(bucket) = &self.bucket else {
+            return false;
+        };
+        if bucket.take(frames) {
+            self.refused_in_a_row = 0;
             return false;
         }
-        let window = Duration::from_secs(1);
-        if now >= self.window_start + window {
-            self.window_start = now;
-            self.window_count = 0;
+        // Refused: the message gets the throttling error frame. A client that keeps going
+        // past another burst's worth gets no more of them: reading pauses for a second, so
+        // TCP pushes back and nothing queues here.
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        let config = self.state.config();
+        let limits = &config.limits;
+        let burst = if limits.inbound_burst == 0 {
+            limits.inbound_messages_per_sec
+        } else {
+            limits.inbound_burst
+        };
+        if self.refused_in_a_row > burst {
+            self.read_paused_until = Some(now + Duration::from_secs(1));
+            self.refused_in_a_row = 0;
         }
-        self.window_count = self.window_count.saturating_add(frames);
-        if self.window_count > limit.saturating_mul(2) {
-            self.read_paused_until = Some(self.window_start + window);
-        }
-        self.window_count > limit
+        true
     }
 
     fn on_read_error(&mut self, e: WsError) -> Step {
@@ -538,14 +550,26 @@ impl Session {
             }
             RouteChoice::Route(key) => key,
         };
+        let Some(route) = routes.get(&route_key).cloned() else {
+            return Step::Continue;
+        };
+        if route.throttle.as_ref().is_some_and(|b| !b.take(1)) {
+            // The route's node-wide limit (AWS's route throttling): refused like the
+            // connection's own, counted apart.
+            state
+                .metrics
+                .messages_received_total
+                .with_label_values(&["route_throttled"])
+                .inc();
+            let frame = frame::gateway_error("Too many requests", &self.conn.id_text);
+            let _ = deliver(&state, &self.conn, frame, "gateway");
+            return Step::Continue;
+        }
         state
             .metrics
             .messages_received_total
             .with_label_values(&[&route_key])
             .inc();
-        let Some(route) = routes.get(&route_key).cloned() else {
-            return Step::Continue;
-        };
         if let Some(reply) = route.integration.answer_now(&message) {
             let _ = deliver(&state, &self.conn, reply, "route");
             return Step::Continue;
@@ -630,8 +654,8 @@ mod tests {
             last_heard: now,
             last_ping: now,
             max_deadline: now + Duration::from_secs(60),
-            window_start: now,
-            window_count: 0,
+            bucket: None,
+            refused_in_a_row: 0,
             read_paused_until: None,
             pong_pending: false,
             received: 0,

@@ -110,6 +110,26 @@ pub(crate) async fn open<T: Transport>(
     };
     // The client's address: what a trusted PROXY header and X-Forwarded-For say, else the peer.
     let client_ip = forwarded::client_address(peer_ip, &request.headers, edge);
+    // Too many new connections from this address: 429 before any backend hears of it.
+    if state
+        .per_address
+        .as_ref()
+        .is_some_and(|p| !p.take(client_ip))
+    {
+        metrics
+            .handshakes_rejected_total
+            .with_label_values(&["rate_limited"])
+            .inc();
+        access::refused(
+            state,
+            client_ip,
+            request.header("user-agent"),
+            429,
+            "rate_limited",
+        );
+        let _ = handshake::reject(&mut stream, 429, "Too Many Requests").await;
+        return None;
+    }
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
         Some(slot) if !state.refuses_upgrades() => slot,

@@ -75,6 +75,17 @@ pub fn authenticate(req: &HttpRequest, control: &ControlConfig) -> Result<Caller
     Err(ApiError::forbidden())
 }
 
+/// The bucket key of a request whose bearer token was accepted: a SHA-256 prefix of the token
+/// (the token itself is never kept as a key).
+pub fn bearer_key(req: &HttpRequest) -> String {
+    use sha2::Digest as _;
+    let token = header(req, "authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    format!("bearer:{}", hex::encode(&digest[..8]))
+}
+
 /// Verifies a SigV4 signature over the body as received.
 pub fn verify_body(req: &HttpRequest, pre: &Precheck, body: &[u8]) -> Result<(), ApiError> {
     let lookup = all_headers(req);

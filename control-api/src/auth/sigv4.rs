@@ -180,6 +180,13 @@ pub struct Precheck {
     secret: String,
 }
 
+impl Precheck {
+    /// The access key id the request claims (proven only once [`verify`] accepts the body).
+    pub fn access_key_id(&self) -> &str {
+        &self.auth.access_key_id
+    }
+}
+
 /// Checks everything that does not need the body. See the module documentation.
 pub fn precheck(
     authorization: &str,
