@@ -41,10 +41,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
-if ! .venv/bin/python -c 'import boto3, awscli, kosoku' 2>/dev/null; then
-  echo "test.sh: installing boto3, awscli and kosoku into .venv"
+if ! .venv/bin/python -c 'import boto3, awscli, kosoku, websockets' 2>/dev/null; then
+  echo "test.sh: installing boto3, awscli, kosoku and websockets into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check boto3 awscli kosoku
+  .venv/bin/pip install -q --disable-pip-version-check boto3 awscli kosoku websockets
 fi
 if [ ! -d tests/js/node_modules/@aws-sdk/client-apigatewaymanagementapi ] || [ ! -d tests/js/node_modules/playwright-core ]; then
   echo "test.sh: installing the AWS SDK for JavaScript v3 and playwright-core into tests/js"

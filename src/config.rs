@@ -53,6 +53,8 @@ pub struct GatewayConfig {
     pub listen: ListenConfig,
     /// `[log]`: log format and filter.
     pub log: LogConfig,
+    /// `[tls]`: which listeners speak TLS, with which certificates.
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -69,7 +71,7 @@ impl GatewayConfig {
     pub fn build(builder: ConfigBuilder) -> Result<GatewayConfig, ConfigError> {
         let (table, mut problems) = builder.into_parts();
         let mut known: Vec<&str> = SECTIONS.to_vec();
-        known.extend(["control", "listen", "log"]);
+        known.extend(["control", "listen", "log", "tls"]);
         unknown_sections(&table, &known, &mut problems);
         let mut broker = Config::from_table(&table, &mut problems);
         let control = ControlConfig::read(&table, &mut problems);
@@ -77,6 +79,15 @@ impl GatewayConfig {
         let log = read_log(&table, &mut problems);
         broker.access_log = log.access;
         broker.edge = listen.edge.clone();
+        let tls = crate::tls::read(&table, &mut problems);
+        if tls.websocket.is_some() && listen.edge.proxy_protocol {
+            problems.push(ConfigProblem {
+                key: "listen.proxy_protocol".into(),
+                message: "not supported together with [tls.websocket] yet: terminate TLS at the \
+                          proxy, or turn one of them off"
+                    .into(),
+            });
+        }
         if !listen.control.ip().is_loopback() && !control.requires_auth() {
             problems.push(ConfigProblem {
                 key: "listen.control".into(),
@@ -93,6 +104,7 @@ impl GatewayConfig {
                 control,
                 listen,
                 log,
+                tls,
             })
         } else {
             Err(ConfigError { problems })

@@ -7,6 +7,7 @@ use std::sync::Arc;
 pub mod config;
 pub mod probe;
 pub mod reload;
+pub mod tls;
 
 use gangway_broker::{Broker, BrokerError};
 use gangway_control_api::peer::HttpWitness;
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The HTTP client for peer checks could not be built.
     #[error("cannot build the peer-check HTTP client: {0}")]
     PeerClient(String),
+    /// A listener's certificate could not be loaded.
+    #[error("cannot use the {0} listener's certificate: {1}")]
+    Tls(&'static str, tls::TlsError),
 }
 
 /// Listen backlog of the public listener: connection bursts must not overflow the SYN queue.
@@ -96,6 +100,20 @@ impl Node {
         loader: Option<reload::Loader>,
     ) -> Result<Node, StartError> {
         let running = config.clone();
+        // TLS first: a certificate that does not load stops the start before any port binds.
+        let tls_for = |files: &Option<tls::TlsFiles>, which| -> Result<_, StartError> {
+            files
+                .as_ref()
+                .map(tls::server_config)
+                .transpose()
+                .map_err(|e| StartError::Tls(which, e))
+        };
+        let ws_tls = tls_for(&config.tls.websocket, "websocket")?;
+        let control_tls = tls_for(&config.tls.control, "control")?;
+        let certificates = reload::Certificates {
+            websocket: ws_tls.as_ref().map(|(_, c)| Arc::clone(c)),
+            control: control_tls.as_ref().map(|(_, c)| Arc::clone(c)),
+        };
         let ws_addr = config.listen.websocket;
         let control_addr = config.listen.control;
         let ws_listener = bind(ws_addr, WEBSOCKET_BACKLOG).map_err(|source| StartError::Bind {
@@ -147,6 +165,7 @@ impl Node {
                 loader,
                 broker.clone(),
                 Arc::clone(&access),
+                certificates,
                 running,
             ))
         });
@@ -158,6 +177,7 @@ impl Node {
                 reload: reloader
                     .clone()
                     .map(|r| r as Arc<dyn gangway_control_api::Reload>),
+                tls: control_tls.map(|(config, _)| config),
                 ..ServerOptions::default()
             },
         )
@@ -169,7 +189,13 @@ impl Node {
         let control = server.handle();
         let control_task = tokio::spawn(server);
         let b = broker.clone();
-        let broker_task = tokio::spawn(async move { b.serve(ws_listener).await });
+        let broker_task = match ws_tls {
+            Some((config, _)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                tokio::spawn(async move { b.serve_tls(ws_listener, acceptor).await })
+            }
+            None => tokio::spawn(async move { b.serve(ws_listener).await }),
+        };
         tracing::info!(
             websocket = %websocket_addr,
             control = %control_local,

@@ -15,11 +15,21 @@ use crate::config::GatewayConfig;
 /// Where a reload reads the configuration from; `Err` lists its problems.
 pub type Loader = Arc<dyn Fn() -> Result<GatewayConfig, String> + Send + Sync>;
 
+/// The certificates a node serves, which a reload re-reads from their files.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    /// The WebSocket listener's, with `[tls.websocket]`.
+    pub websocket: Option<Arc<crate::tls::Certificate>>,
+    /// The control listener's, with `[tls.control]`.
+    pub control: Option<Arc<crate::tls::Certificate>>,
+}
+
 /// A node's reload. See the module documentation.
 pub struct Reloader {
     loader: Loader,
     broker: Broker,
     access: Arc<Access>,
+    certificates: Certificates,
     /// The configuration the node runs with (as loaded; restart-only parts as started).
     /// Locked for a whole reload, so two reloads never interleave.
     running: tokio::sync::Mutex<GatewayConfig>,
@@ -37,12 +47,14 @@ impl Reloader {
         loader: Loader,
         broker: Broker,
         access: Arc<Access>,
+        certificates: Certificates,
         running: GatewayConfig,
     ) -> Reloader {
         Reloader {
             loader,
             broker,
             access,
+            certificates,
             running: tokio::sync::Mutex::new(running),
         }
     }
@@ -63,12 +75,54 @@ impl Reloader {
         if new.log.level != running.log.level {
             need_restart.push("log.level".to_string());
         }
+        // Certificates are re-read from their files even when the paths did not change (a
+        // renewed certificate in place); one that does not load refuses the whole reload.
+        let mut renewed = Vec::new();
+        for (which, cert, old, new_files) in [
+            (
+                "tls.websocket",
+                &self.certificates.websocket,
+                &running.tls.websocket,
+                &new.tls.websocket,
+            ),
+            (
+                "tls.control",
+                &self.certificates.control,
+                &running.tls.control,
+                &new.tls.control,
+            ),
+        ] {
+            match (cert, new_files) {
+                (Some(_), Some(files)) => {
+                    let key =
+                        crate::tls::certified_key(files).map_err(|e| format!("{which}: {e}"))?;
+                    renewed.push((which, key));
+                    if old.as_ref().and_then(|o| o.client_ca_file.as_ref())
+                        != files.client_ca_file.as_ref()
+                    {
+                        need_restart.push(format!("{which}.client_ca_file"));
+                    }
+                }
+                (None, None) => {}
+                _ => need_restart.push(which.to_string()),
+            }
+        }
         let report = self
             .broker
             .reload(new.broker.clone())
             .map_err(|e| format!("cannot apply the new routes: {e}"))?;
         let mut applied = report.applied;
         need_restart.extend(report.need_restart);
+        for (which, key) in renewed {
+            let cert = match which {
+                "tls.websocket" => &self.certificates.websocket,
+                _ => &self.certificates.control,
+            };
+            if let Some(c) = cert {
+                c.store(key);
+                applied.push(format!("{which}.cert_file"));
+            }
+        }
         if new.control != running.control {
             self.access.replace(new.control.clone());
             applied.push("control".to_string());

@@ -215,7 +215,13 @@ impl Broker {
 
     /// Accepts WebSocket clients on `listener` until [`Broker::shutdown`] is called.
     pub async fn serve(&self, listener: TcpListener) {
-        ws::listener::accept_loop(Arc::clone(&self.state), listener).await
+        ws::listener::accept_loop(Arc::clone(&self.state), listener, None).await
+    }
+
+    /// As [`Broker::serve`], over TLS (`wss://`) with `acceptor`. Fan-outs to these clients
+    /// always queue (no write-through: the socket's bytes are not the frames).
+    pub async fn serve_tls(&self, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+        ws::listener::accept_loop(Arc::clone(&self.state), listener, Some(acceptor)).await
     }
 
     /// Drains the node: stops accepting, closes every client with 1001, waits (up to

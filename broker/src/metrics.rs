@@ -76,6 +76,7 @@ const REJECT_REASONS: &[&str] = &[
     "timeout",
     "malformed",
     "rate_limited",
+    "tls",
 ];
 /// `gangway_integration_errors_total` kinds (a non-2xx answer, then the transport's errors).
 const INTEGRATION_ERROR_KINDS: &[&str] = &[

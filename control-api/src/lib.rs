@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub access: Arc<Access>,
     /// What `POST /@admin/reload` runs; `None`: the endpoint answers 404.
     pub reload: Option<Arc<dyn Reload>>,
+    /// Serve HTTPS with this configuration (its certificate resolver may be swapped by a
+    /// reload); `None`: plain HTTP.
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +64,7 @@ impl Default for ServerOptions {
             workers: 2,
             access: Access::new(config::ControlConfig::default()),
             reload: None,
+            tls: None,
         }
     }
 }
@@ -82,16 +86,19 @@ pub fn serve(
         reload: options.reload,
         budget,
     });
-    Ok(HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .default_service(web::to(serve_request))
     })
     .workers(options.workers.max(1))
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run())
+    .shutdown_timeout(5);
+    let server = match options.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// What every request handler shares.

@@ -3,6 +3,7 @@
 //! processes. `support` holds the one set of helpers every module uses.
 
 mod support;
+mod tls;
 
 mod aws_sdk;
 mod cli;

@@ -56,6 +56,10 @@ impl Transport for PlainTcp {
 /// An in-memory stream (tests drive sessions over it): no raw socket.
 impl Transport for tokio::io::DuplexStream {}
 
+/// TLS over TCP (`wss://`): the bytes on the socket are not the frames, so no raw socket —
+/// frames go through the stream and fan-outs queue (see the module documentation).
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
 impl AsyncRead for PlainTcp {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -21,8 +21,13 @@ const BUSY_RESPONSE: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
     Content-Length: 34\r\nConnection: close\r\n\r\n{\"message\":\"Service Unavailable\"}";
 
-/// Accepts until the node starts draining.
-pub(crate) async fn accept_loop(state: Arc<NodeState>, listener: TcpListener) {
+/// Accepts until the node starts draining; with `tls`, each socket's TLS handshake runs first
+/// (within `handshake_timeout_secs`, holding the socket's unfinished-upgrade unit).
+pub(crate) async fn accept_loop(
+    state: Arc<NodeState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     if let Ok(addr) = listener.local_addr() {
         let _ = state.listen_domain.set(addr.to_string());
     }
@@ -36,12 +41,36 @@ pub(crate) async fn accept_loop(state: Arc<NodeState>, listener: TcpListener) {
                 Some(upgrading) => {
                     let _ = stream.set_nodelay(true);
                     let s = Arc::clone(&state);
-                    state.connections.spawn(serve_socket(
-                        s,
-                        PlainTcp::new(stream),
-                        peer,
-                        upgrading,
-                    ));
+                    match &tls {
+                        None => {
+                            state.connections.spawn(serve_socket(
+                                s,
+                                PlainTcp::new(stream),
+                                peer,
+                                upgrading,
+                            ));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            state.connections.spawn(async move {
+                                let limit = Duration::from_secs(
+                                    s.config().limits.handshake_timeout_secs,
+                                );
+                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => serve_socket(s, tls, peer, upgrading).await,
+                                    other => {
+                                        s.metrics
+                                            .handshakes_rejected_total
+                                            .with_label_values(&["tls"])
+                                            .inc();
+                                        if let Ok(Err(e)) = other {
+                                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        }
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 None => {
                     // Too many sockets have not finished their upgrade: refuse this one at
