@@ -925,6 +925,33 @@ Intel Xeon machine with 24 GiB RAM, Linux 6.18, Debian 12, rustc 1.95.0). It is 
 `scripts/bench-all.sh`, its numbers are not from the run above, and comparing them with the
 tables above needs the experiment rerun.
 
+### TLS (issue 13): Gangway `wss://` against nginx + nchan terminating TLS
+
+Recorded 2026-12-02 on the same machine kind (2 vCPU, 24 GiB, rustc 1.95.0), release build,
+`scripts/bench-tls.sh` (3 rounds; each server alone while measured; the same certificate for
+both; publishing over plain HTTP; W1 = 1 000 `wss://` subscribers on one channel, 4 publishes in
+flight, 10 s; H = 5 000 `wss://` connections at up to 50 000/s, held 1 s; the load tool verifies
+every server certificate against the test CA on the same two cores):
+
+| Certificate | Server | W1 deliveries/s (median; runs) | H handshakes/s (median; runs) |
+|---|---|---|---|
+| RSA 2048 (`KEY=rsa`) | Gangway, `wss://` | 897 075 (926 829, 897 075, 878 312) | 2 427 (2 427, 2 412, 2 470) |
+| RSA 2048 | nginx + nchan, 2 workers, `wss://` | 246 781 (246 781, 249 390, 242 824) | 3 588 (3 588, 3 622, 2 199) |
+| RSA 2048 | Gangway, `ws://` (for scale) | 873 025 | 22 917 |
+| ECDSA P-256 (`KEY=ecdsa`) | Gangway, `wss://` | 924 439 (924 439, 903 529, 927 310) | 4 689 (4 932, 4 633, 4 689) |
+| ECDSA P-256 | nginx + nchan, 2 workers, `wss://` | 247 024 (240 919, 247 024, 252 211) | 3 567 (3 567, 9 933, 3 417) |
+| ECDSA P-256 | Gangway, `ws://` (for scale) | 889 305 | 27 096 |
+
+Target ≥ 1.0× nchan on both: **W1 met** (3.64× with RSA, 3.74× with ECDSA: fan-out over TLS
+costs Gangway nothing measurable — one encryption per frame per connection, next to the
+syscall that dominates); **handshakes met with ECDSA (1.31×), missed with RSA 2048 (0.68×)**.
+What limits the RSA case: each full handshake costs the server one RSA-2048 signature, which
+ring (the crypto provider, shared with the rest of the node) computes about half as fast as
+nginx's OpenSSL, on two cores the load tool's own TLS clients share. Not tried: a faster
+provider (aws-lc-rs needs cmake and a C toolchain build the project avoids), session tickets
+(a reconnect storm of real clients would resume; the load tool opens fresh sessions). Use an
+ECDSA certificate where handshake rate matters.
+
 ### Access log (issue 12): on against off
 
 Recorded 2026-12-02 on the same machine kind (2 vCPU, 24 GiB, rustc 1.95.0), release build,
