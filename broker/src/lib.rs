@@ -16,6 +16,7 @@
 //! Nothing below the façade imports `cluster`; the cluster reaches the node only through the
 //! same `ops` and `fanout` functions the control API uses.
 
+mod authorizer;
 mod cluster;
 pub mod config;
 mod conn;
@@ -120,6 +121,14 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         slots: Capacity::new(limits.max_connections),
         handshakes: Capacity::new(limits.max_pending_handshakes),
         per_address: conn::throttle::PerAddress::new(limits.connections_per_ip_per_sec),
+        gate: arc_swap::ArcSwapOption::new(
+            authorizer::Gate::new(
+                config.authorizer.as_ref(),
+                config.api_keys.required,
+                &config.api_keys.keys,
+            )
+            .map(Arc::new),
+        ),
         config: ArcSwap::from_pointee(config),
         registry: Registry::new(),
         channels: Channels::new(),

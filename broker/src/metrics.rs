@@ -77,6 +77,8 @@ const REJECT_REASONS: &[&str] = &[
     "malformed",
     "rate_limited",
     "tls",
+    "unauthorized",
+    "forbidden",
 ];
 /// `gangway_integration_errors_total` kinds (a non-2xx answer, then the transport's errors).
 const INTEGRATION_ERROR_KINDS: &[&str] = &[

@@ -49,6 +49,12 @@ pub(crate) fn apply(state: &NodeState, mut new: Config) -> Result<Report, Broker
         crate::integration::webhook_key(&new),
         Arc::clone(&state.metrics),
     )?;
+    let gate = crate::authorizer::Gate::new(
+        new.authorizer.as_ref(),
+        new.api_keys.required,
+        &new.api_keys.keys,
+    );
+    state.gate.store(gate.map(Arc::new));
     state.config.store(Arc::new(new));
     state.routes.store(Arc::new(routes));
     Ok(report)
@@ -97,6 +103,12 @@ fn applied(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.edge != new.edge {
         out.push("listen.trusted_proxies".into());
+    }
+    if old.authorizer != new.authorizer {
+        out.push("authorizer".into());
+    }
+    if old.api_keys != new.api_keys {
+        out.push("api.keys".into());
     }
     out
 }

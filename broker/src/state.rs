@@ -116,6 +116,8 @@ pub(crate) struct NodeState {
     pub(crate) slots: Capacity,
     /// Sockets that have not finished their upgrade (`max_pending_handshakes`).
     pub(crate) handshakes: Capacity,
+    /// API keys and the authorizer, checked before `$connect` (replaced by a reload).
+    pub(crate) gate: arc_swap::ArcSwapOption<crate::authorizer::Gate>,
     /// New upgrades per source address (`connections_per_ip_per_sec`), if limited.
     pub(crate) per_address: Option<crate::conn::throttle::PerAddress>,
     /// The WebSocket listener's address: `domainName` when `[api] domain_name` is not set.

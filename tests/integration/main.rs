@@ -5,6 +5,7 @@
 mod support;
 mod tls;
 
+mod authorizers;
 mod aws_sdk;
 mod cli;
 mod cluster;

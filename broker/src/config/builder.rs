@@ -6,7 +6,15 @@ use super::{Config, ConfigError, ConfigProblem};
 /// Sections that `GANGWAY_<SECTION>_<KEY>` environment variables may set: every section of the
 /// gateway's file (the data plane's, the control API's `[control]`, the binary's `[listen]` and
 /// `[log]`).
-const ENV_SECTIONS: &[&str] = &["listen", "api", "limits", "control", "cluster", "log"];
+const ENV_SECTIONS: &[&str] = &[
+    "listen",
+    "api",
+    "limits",
+    "control",
+    "cluster",
+    "log",
+    "authorizer",
+];
 
 /// A configuration being assembled from layers (file, environment, flags).
 #[derive(Debug, Default)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::selection::SelectionExpression;
 
+pub mod authorizer;
 mod builder;
 mod cluster;
 pub mod edge;
@@ -25,7 +26,7 @@ pub use reader::Section;
 pub use routes::{IntegrationKind, ResponseFormat, RouteConfig};
 
 /// The sections of the configuration file that the data plane reads.
-pub const SECTIONS: &[&str] = &["api", "routes", "limits", "cluster"];
+pub const SECTIONS: &[&str] = &["api", "routes", "limits", "cluster", "authorizer"];
 
 /// The data plane's configuration: `[api]`, `[routes]`, `[limits]` and `[cluster]` of the
 /// gateway's file (the TOML keys of the public contract, plus defaults). The file's other
@@ -44,6 +45,19 @@ pub struct Config {
     pub access_log: bool,
     /// Trusted proxies and the PROXY protocol (the binary's `[listen]`; default: none).
     pub edge: edge::EdgeConfig,
+    /// `[authorizer]`: what decides a connection before `$connect`.
+    pub authorizer: Option<authorizer::AuthorizerConfig>,
+    /// `[api] api_key_required` and `[[api.keys]]`.
+    pub api_keys: ApiKeys,
+}
+
+/// `[api] api_key_required` and `[[api.keys]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys {
+    /// `$connect` needs a known `x-api-key` (else 403).
+    pub required: bool,
+    /// The keys, hashed.
+    pub keys: Vec<authorizer::ApiKey>,
 }
 
 /// `[api]` section.
@@ -133,7 +147,21 @@ impl Config {
         let webhook_secret = r.string("webhook_secret");
         let api_id = r.string("api_id").unwrap_or_else(|| "gangway".into());
         let domain_name = r.string("domain_name");
+        let api_key_required = r.bool("api_key_required", false);
+        // [[api.keys]] is read below, by its own reader.
+        let _ = r.get("keys");
         r.finish();
+        let api_keys = ApiKeys {
+            required: api_key_required,
+            keys: authorizer::read_keys(table.get("api"), problems),
+        };
+        if api_keys.required && api_keys.keys.is_empty() {
+            problems.push(ConfigProblem {
+                key: "api.api_key_required".into(),
+                message: "no [[api.keys]] to accept".into(),
+            });
+        }
+        let authorizer = authorizer::read(table, problems);
         if stage.is_empty()
             || stage.len() > 128
             || !stage
@@ -201,6 +229,8 @@ impl Config {
             cluster,
             access_log: true,
             edge: edge::EdgeConfig::default(),
+            authorizer,
+            api_keys,
         }
     }
 }

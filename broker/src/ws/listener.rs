@@ -108,7 +108,13 @@ async fn serve_socket<T: Transport>(
         return;
     };
     let conn = opened.conn;
-    let ended = session::run(Arc::clone(&state), Arc::clone(&conn), opened.ws).await;
+    let ended = session::run(
+        Arc::clone(&state),
+        Arc::clone(&conn),
+        opened.ws,
+        opened.key_rate,
+    )
+    .await;
     let metrics = &state.metrics;
     state.registry.remove(&conn.id);
     drop(opened.slot);

@@ -95,10 +95,12 @@ enum Step {
 }
 
 /// Runs the session to its end.
+/// `key_rate`: the connection's API key's own inbound rate and burst, over the node's.
 pub(crate) async fn run<T: Transport>(
     state: Arc<NodeState>,
     conn: Arc<Connection>,
     mut ws: Box<Ws<T>>,
+    key_rate: Option<(u32, u32)>,
 ) -> Ended {
     let now = Instant::now();
     let config = state.config();
@@ -112,7 +114,11 @@ pub(crate) async fn run<T: Transport>(
         last_data: now,
         last_heard: now,
         last_ping: now,
-        bucket: Bucket::new(limits.inbound_messages_per_sec, limits.inbound_burst).map(Box::new),
+        bucket: match key_rate {
+            Some((rate, burst)) => Bucket::new(rate, burst),
+            None => Bucket::new(limits.inbound_messages_per_sec, limits.inbound_burst),
+        }
+        .map(Box::new),
         refused_in_a_row: 0,
         read_paused_until: None,
         pong_pending: false,
@@ -676,7 +682,7 @@ mod tests {
             Some(state.ws_config),
         )
         .await;
-        let task = tokio::spawn(run(state, Arc::clone(&conn), Box::new(ws)));
+        let task = tokio::spawn(run(state, Arc::clone(&conn), Box::new(ws), None));
         (conn, client, task)
     }
 

@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::authorizer;
 use crate::conn::capacity::Held;
 use crate::conn::close;
 use crate::conn::connection::Connection;
@@ -35,6 +36,8 @@ pub(crate) struct Opened<T> {
     pub(crate) ws: Box<Ws<T>>,
     /// Its connection slot, held until the session ends.
     pub(crate) slot: Held,
+    /// Its API key's own inbound rate and burst, if the key has one.
+    pub(crate) key_rate: Option<(u32, u32)>,
 }
 
 /// Outcome of the `$connect` step.
@@ -130,6 +133,38 @@ pub(crate) async fn open<T: Transport>(
         let _ = handshake::reject(&mut stream, 429, "Too Many Requests").await;
         return None;
     }
+    // API keys and the authorizer decide before any backend hears of the connection.
+    let admitted = match state.gate.load().as_ref() {
+        None => authorizer::Admitted::default(),
+        Some(gate) => match gate.check(&request.headers, &request.query) {
+            Ok(a) => a,
+            Err(refused) => {
+                metrics
+                    .handshakes_rejected_total
+                    .with_label_values(&[if refused.status == 401 {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    }])
+                    .inc();
+                access::refused(
+                    state,
+                    client_ip,
+                    request.header("user-agent"),
+                    refused.status,
+                    refused.reason,
+                );
+                let _ = handshake::reject(
+                    &mut stream,
+                    refused.status,
+                    handshake::reason_phrase(refused.status),
+                )
+                .await;
+                return None;
+            }
+        },
+    };
+    let authorizer_context = admitted.context.map(serde_json::Value::Object);
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
         Some(slot) if !state.refuses_upgrades() => slot,
@@ -177,7 +212,7 @@ pub(crate) async fn open<T: Transport>(
         connected_at_ms,
         source_ip: &source_ip,
         user_agent: user_agent.as_deref(),
-        authorizer: None,
+        authorizer: authorizer_context.as_ref(),
     };
     let (subprotocol, answer) = match run_connect(state, &request, source).await {
         Verdict::Accept {
@@ -206,7 +241,7 @@ pub(crate) async fn open<T: Transport>(
         client_ip,
         user_agent,
         domain_name,
-        answer.context,
+        merge_context(authorizer_context, answer.context),
     ));
     // Recorded before the client sees 101: a node that dies right after accepting must leave
     // a record, or nobody would ever send this connection's $disconnect.
@@ -259,6 +294,7 @@ pub(crate) async fn open<T: Transport>(
         conn,
         ws: Box::new(ws),
         slot,
+        key_rate: admitted.key_rate,
     })
 }
 
@@ -330,6 +366,22 @@ async fn run_connect(
                 },
             }
         }
+    }
+}
+
+/// `requestContext.authorizer` of later events: the authorizer's result, with the keys of a
+/// `$connect` answer's `context` (a Gangway extension) laid over it.
+fn merge_context(
+    authorizer: Option<serde_json::Value>,
+    answer: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    match (authorizer, answer) {
+        (Some(serde_json::Value::Object(mut a)), Some(serde_json::Value::Object(b))) => {
+            a.extend(b);
+            Some(serde_json::Value::Object(a))
+        }
+        (a, None) => a,
+        (_, b) => b,
     }
 }
 
