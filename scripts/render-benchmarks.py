@@ -925,6 +925,26 @@ Intel Xeon machine with 24 GiB RAM, Linux 6.18, Debian 12, rustc 1.95.0). It is 
 `scripts/bench-all.sh`, its numbers are not from the run above, and comparing them with the
 tables above needs the experiment rerun.
 
+### Authorizers (issue 13): handshakes per second with a `jwt` authorizer
+
+Recorded 2026-12-02 on the same machine kind, release build, `scripts/bench-authorizer.sh`
+(10 000 connections at up to 50 000/s, held 1 s, each carrying the same valid token in
+`?token=`; 3 runs per setting; the load tool on the same two cores):
+
+| Authorizer | handshakes/s (median; runs) | established |
+|---|---|---|
+| `jwt`, ES256 | 4 196 (4 200, 4 196, 2 956) | 10 000 of 10 000 |
+| `jwt`, RS256 (2048-bit key) | 6 332 (6 332, 4 255, 6 380) | 10 000 of 10 000 |
+| none | 26 684 (26 605, 26 856, 26 684) | 10 000 of 10 000 |
+
+Target ≥ 10 000/s: **missed** (ES256 4 196/s, RS256 6 332/s). What limits it: the signature
+check itself — `jsonwebtoken` with its RustCrypto backend (pure-Rust `p256` and `rsa`) costs
+roughly 150–250 µs per token here, against tens of µs for optimized assembly (ring or
+aws-lc). Every token is verified in full (no cache of verified tokens: a reconnect storm of
+distinct clients would not hit one). Next step: the `aws_lc_rs` backend of `jsonwebtoken`
+(needs aws-lc's C build) or verification through ring, measured the same way. The `request`
+authorizer (with its result cache) is not built yet.
+
 ### TLS (issue 13): Gangway `wss://` against nginx + nchan terminating TLS
 
 Recorded 2026-12-02 on the same machine kind (2 vCPU, 24 GiB, rustc 1.95.0), release build,
