@@ -36,6 +36,7 @@ fn unauthorized(reason: &'static str) -> Refused {
 impl Jwt {
     /// Builds it from a validated configuration.
     pub fn new(config: &JwtConfig) -> Jwt {
+        super::ring_verify::install();
         Jwt {
             algorithms: config
                 .algorithms

@@ -9,6 +9,7 @@
 
 pub mod api_key;
 pub mod jwt;
+mod ring_verify;
 
 use crate::config::authorizer::{ApiKey, AuthorizerConfig};
 
