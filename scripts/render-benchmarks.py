@@ -929,21 +929,22 @@ tables above needs the experiment rerun.
 
 Recorded 2026-12-02 on the same machine kind, release build, `scripts/bench-authorizer.sh`
 (10 000 connections at up to 50 000/s, held 1 s, each carrying the same valid token in
-`?token=`; 3 runs per setting; the load tool on the same two cores):
+`?token=`; every token verified in full — there is no cache of verified tokens; the load tool
+on the same two cores). Signatures verified by ring (`authorizer::ring_verify`, installed as
+`jsonwebtoken`'s crypto provider), `RUNS=5`:
 
 | Authorizer | handshakes/s (median; runs) | established |
 |---|---|---|
-| `jwt`, ES256 | 4 196 (4 200, 4 196, 2 956) | 10 000 of 10 000 |
-| `jwt`, RS256 (2048-bit key) | 6 332 (6 332, 4 255, 6 380) | 10 000 of 10 000 |
-| none | 26 684 (26 605, 26 856, 26 684) | 10 000 of 10 000 |
+| `jwt`, ES256 | 15 661 (16 827, 16 244, 7 005, 7 075, 15 661) | 10 000 of 10 000 |
+| `jwt`, RS256 (2048-bit key) | 22 801 (22 217, 22 801, 20 757, 23 194, 23 676) | 10 000 of 10 000 |
+| none | 27 237 (26 268, 28 078, 27 237, 28 749, 26 670) | 10 000 of 10 000 |
 
-Target ≥ 10 000/s: **missed** (ES256 4 196/s, RS256 6 332/s). What limits it: the signature
-check itself — `jsonwebtoken` with its RustCrypto backend (pure-Rust `p256` and `rsa`) costs
-roughly 150–250 µs per token here, against tens of µs for optimized assembly (ring or
-aws-lc). Every token is verified in full (no cache of verified tokens: a reconnect storm of
-distinct clients would not hit one). Next step: the `aws_lc_rs` backend of `jsonwebtoken`
-(needs aws-lc's C build) or verification through ring, measured the same way. The `request`
-authorizer (with its result cache) is not built yet.
+Target ≥ 10 000/s: **met** for both medians. ES256 is bimodal (two of five runs near 7 000/s,
+the others near 16 000/s; an earlier 3-run set had medians 7 160/s): not explained yet, so the
+worst runs stay on record. Before ring, with `jsonwebtoken`'s RustCrypto backend (pure-Rust
+`p256` and `rsa`): ES256 4 196/s (4 200, 4 196, 2 956) and RS256 6 332/s (6 332, 4 255,
+6 380), 3 runs each — the signature check was the whole gap. The `request` authorizer (with
+its result cache) is not built yet.
 
 ### TLS (issue 13): Gangway `wss://` against nginx + nchan terminating TLS
 
