@@ -121,14 +121,7 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         slots: Capacity::new(limits.max_connections),
         handshakes: Capacity::new(limits.max_pending_handshakes),
         per_address: conn::throttle::PerAddress::new(limits.connections_per_ip_per_sec),
-        gate: arc_swap::ArcSwapOption::new(
-            authorizer::Gate::new(
-                config.authorizer.as_ref(),
-                config.api_keys.required,
-                &config.api_keys.keys,
-            )
-            .map(Arc::new),
-        ),
+        gate: arc_swap::ArcSwapOption::new(authorizer::Gate::new(&config).map(Arc::new)),
         config: ArcSwap::from_pointee(config),
         registry: Registry::new(),
         channels: Channels::new(),

@@ -49,11 +49,7 @@ pub(crate) fn apply(state: &NodeState, mut new: Config) -> Result<Report, Broker
         crate::integration::webhook_key(&new),
         Arc::clone(&state.metrics),
     )?;
-    let gate = crate::authorizer::Gate::new(
-        new.authorizer.as_ref(),
-        new.api_keys.required,
-        &new.api_keys.keys,
-    );
+    let gate = crate::authorizer::Gate::new(&new);
     state.gate.store(gate.map(Arc::new));
     state.config.store(Arc::new(new));
     state.routes.store(Arc::new(routes));

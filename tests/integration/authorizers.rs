@@ -359,3 +359,103 @@ async fn rsa_pss_and_eddsa_keys_verify_their_own_algorithms() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_request_authorizer_speaks_aws_contract_and_caches_by_identity() {
+    let allow = |ctx: &str| {
+        Reply::ok(format!(
+            r#"{{"principalId": "p-1", "policyDocument": {{"Version": "2012-10-17", "Statement": [
+                {{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": "arn:aws:execute-api:*:*:gangway/prod/*"}}]}},
+                "context": {ctx}}}"#
+        ))
+    };
+    let backend = Backend::with(move |call, _| {
+        if call.path != "/authorize" {
+            return Reply::ok("");
+        }
+        let h = &call.event["headers"];
+        match h["auth"].as_str().or(h["Auth"].as_str()).unwrap_or("") {
+            "good" => allow(r#"{"tier": "gold", "seats": 3}"#),
+            "deny" => Reply::ok(
+                r#"{"principalId": "p-2", "policyDocument": {"Statement": [{"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": "*"}]}}"#,
+            ),
+            "unauthorized" => Reply::status(401),
+            "lambda-unauthorized" => Reply::ok(r#"{"errorMessage": "Unauthorized"}"#),
+            "nested" => allow(r#"{"bad": {"nested": true}}"#),
+            "slow" => allow("{}").after(std::time::Duration::from_secs(3)),
+            _ => Reply::ok("<html>not json</html>"),
+        }
+    })
+    .await;
+    let node = node(&format!(
+        "{}[authorizer]\ntype = \"request\"\nurl = \"{}\"\n\
+         identity_sources = [\"route.request.header.Auth\"]\nttl_secs = 60\ntimeout_ms = 1000\n",
+        backend_routes(&backend),
+        backend.url("/authorize")
+    ))
+    .await;
+    let authorize_calls = || {
+        backend
+            .calls()
+            .iter()
+            .filter(|c| c.path == "/authorize")
+            .count()
+    };
+
+    // Missing identity source: 401 without a call.
+    assert_eq!(status(&node, "", &[]).await, 401);
+    assert_eq!(authorize_calls(), 0);
+    // Allowed: the event is AWS's, the context reaches $connect.
+    assert_eq!(status(&node, "", &[("Auth", "good")]).await, 101);
+    let call = backend
+        .calls()
+        .into_iter()
+        .find(|c| c.path == "/authorize")
+        .expect("called");
+    assert_eq!(call.event["type"], "REQUEST");
+    assert_eq!(
+        call.event["methodArn"],
+        "arn:aws:execute-api:us-east-1:000000000000:gangway/prod/$connect"
+    );
+    assert_eq!(call.event["requestContext"]["routeKey"], "$connect");
+    assert!(call.event["requestContext"]["connectionId"].is_string());
+    let connect = backend
+        .wait_for("the $connect call", |c| {
+            c.iter().any(|c| c.path == "/connect")
+        })
+        .await
+        .into_iter()
+        .find(|c| c.path == "/connect")
+        .expect("$connect");
+    let auth = &connect.event["requestContext"]["authorizer"];
+    assert_eq!(
+        (auth["principalId"].as_str(), auth["tier"].as_str()),
+        (Some("p-1"), Some("gold"))
+    );
+    assert_eq!(auth["seats"], 3);
+    // The same identity again: served from the cache.
+    assert_eq!(status(&node, "", &[("Auth", "good")]).await, 101);
+    assert_eq!(authorize_calls(), 1);
+    // Refusals: Deny 403, Unauthorized 401 (status or Lambda's error), anything malformed,
+    // slow or non-JSON 500 — and never a $connect call.
+    for (auth, want) in [
+        ("deny", 403),
+        ("unauthorized", 401),
+        ("lambda-unauthorized", 401),
+        ("nested", 500),
+        ("slow", 500),
+        ("garbage", 500),
+    ] {
+        assert_eq!(status(&node, "", &[("Auth", auth)]).await, want, "{auth}");
+    }
+    assert_eq!(
+        backend
+            .calls()
+            .iter()
+            .filter(|c| c.path == "/connect")
+            .count(),
+        2,
+        "only the two admitted connections reached $connect"
+    );
+    node.shutdown().await;
+}

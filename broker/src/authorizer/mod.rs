@@ -9,9 +9,12 @@
 
 pub mod api_key;
 pub mod jwt;
+pub mod request;
 mod ring_verify;
 
-use crate::config::authorizer::{ApiKey, AuthorizerConfig};
+use crate::config::authorizer::AuthorizerConfig;
+use crate::config::Config;
+use crate::integration::event::EventSource;
 
 /// An admitted connection's identity.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,36 +38,50 @@ pub struct Refused {
 #[derive(Debug)]
 pub struct Gate {
     keys: Option<api_key::Keys>,
-    jwt: Option<jwt::Jwt>,
+    authorizer: Option<Authorizer>,
+}
+
+/// The configured authorizer.
+#[derive(Debug)]
+enum Authorizer {
+    Jwt(jwt::Jwt),
+    Request(request::RequestAuthorizer),
 }
 
 impl Gate {
     /// The gate of a configuration: `None` when nothing is checked.
-    pub fn new(
-        authorizer: Option<&AuthorizerConfig>,
-        api_key_required: bool,
-        keys: &[ApiKey],
-    ) -> Option<Gate> {
-        let keys = api_key_required.then(|| api_key::Keys::new(keys));
-        let jwt = authorizer.map(|a| match a {
-            AuthorizerConfig::Jwt(c) => jwt::Jwt::new(c),
+    pub fn new(config: &Config) -> Option<Gate> {
+        let keys = config
+            .api_keys
+            .required
+            .then(|| api_key::Keys::new(&config.api_keys.keys));
+        let authorizer = config.authorizer.as_ref().map(|a| match a {
+            AuthorizerConfig::Jwt(c) => Authorizer::Jwt(jwt::Jwt::new(c)),
+            AuthorizerConfig::Request(c) => Authorizer::Request(request::RequestAuthorizer::new(
+                c,
+                crate::integration::webhook_key(config),
+            )),
         });
-        (keys.is_some() || jwt.is_some()).then_some(Gate { keys, jwt })
+        (keys.is_some() || authorizer.is_some()).then_some(Gate { keys, authorizer })
     }
 
-    /// Checks an upgrade request's `headers` (client case) and decoded `query`.
-    pub fn check(
+    /// Checks an upgrade request's `headers` (client case) and decoded `query`, for the
+    /// connection `source` describes.
+    pub async fn check(
         &self,
         headers: &[(String, String)],
         query: &[(String, String)],
+        source: &EventSource<'_>,
     ) -> Result<Admitted, Refused> {
         let mut admitted = Admitted::default();
         if let Some(keys) = &self.keys {
             admitted.key_rate = keys.check(headers)?;
         }
-        if let Some(jwt) = &self.jwt {
-            admitted.context = Some(jwt.check(headers, query)?);
-        }
+        admitted.context = match &self.authorizer {
+            None => None,
+            Some(Authorizer::Jwt(j)) => Some(j.check(headers, query)?),
+            Some(Authorizer::Request(r)) => Some(r.check(headers, query, source).await?),
+        };
         Ok(admitted)
     }
 }

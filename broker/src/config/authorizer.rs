@@ -9,6 +9,31 @@ use super::{ConfigProblem, Section};
 pub enum AuthorizerConfig {
     /// `type = "jwt"`.
     Jwt(JwtConfig),
+    /// `type = "request"`: AWS's REQUEST authorizer contract, over HTTP.
+    Request(RequestConfig),
+}
+
+/// One identity source of a `request` authorizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// `route.request.header.NAME`.
+    Header(String),
+    /// `route.request.querystring.NAME`.
+    Query(String),
+}
+
+/// `type = "request"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestConfig {
+    /// `url`: where the authorizer event is POSTed (signed like every webhook).
+    pub url: String,
+    /// `identity_sources`: each must be present (else 401 without a call); their values key
+    /// the cache.
+    pub identity_sources: Vec<IdentitySource>,
+    /// `ttl_secs`: how long a decision is cached (0: not cached; default 300).
+    pub ttl_secs: u64,
+    /// `timeout_ms` of one call (default 5 000).
+    pub timeout_ms: u64,
 }
 
 /// Where a connection's token is read from (`token_source`).
@@ -77,6 +102,10 @@ pub fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Option<Au
     let audience = r.string("audience");
     let leeway_secs = r.uint("leeway_secs", 30, 0, 3_600);
     let context_claims = r.string_list("context_claims");
+    let url = r.string("url");
+    let identity_sources = r.string_list("identity_sources");
+    let ttl_secs = r.uint("ttl_secs", 300, 0, 86_400);
+    let timeout_ms = r.uint("timeout_ms", 5_000, 1, 30_000);
     r.finish();
     let mut problem = |key: &str, message: String| {
         problems.push(ConfigProblem {
@@ -87,14 +116,58 @@ pub fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Option<Au
     match kind.as_deref() {
         Some("jwt") => {}
         Some("request") => {
-            problem(
-                "type",
-                "\"request\" authorizers are not available yet; use \"jwt\", or check credentials in $connect".into(),
-            );
-            return None;
+            let url = match url {
+                Some(u)
+                    if reqwest::Url::parse(&u)
+                        .is_ok_and(|p| matches!(p.scheme(), "http" | "https")) =>
+                {
+                    u
+                }
+                other => {
+                    problem("url", format!("an http(s) URL is needed, not {other:?}"));
+                    String::new()
+                }
+            };
+            let mut sources = Vec::new();
+            for (i, s) in identity_sources.iter().enumerate() {
+                if let Some(h) = s
+                    .strip_prefix("route.request.header.")
+                    .filter(|h| !h.is_empty())
+                {
+                    sources.push(IdentitySource::Header(h.to_string()));
+                } else if let Some(q) = s
+                    .strip_prefix("route.request.querystring.")
+                    .filter(|q| !q.is_empty())
+                {
+                    sources.push(IdentitySource::Query(q.to_string()));
+                } else {
+                    problem(
+                        &format!("identity_sources[{i}]"),
+                        format!(
+                            "{s:?}: route.request.header.NAME or route.request.querystring.NAME"
+                        ),
+                    );
+                }
+            }
+            if ttl_secs > 0 && sources.is_empty() {
+                problem(
+                    "ttl_secs",
+                    "caching needs identity_sources (their values key the cache); set ttl_secs = 0"
+                        .into(),
+                );
+            }
+            return Some(AuthorizerConfig::Request(RequestConfig {
+                url,
+                identity_sources: sources,
+                ttl_secs,
+                timeout_ms,
+            }));
         }
         other => {
-            problem("type", format!("must be \"jwt\", not {other:?}"));
+            problem(
+                "type",
+                format!("must be \"jwt\" or \"request\", not {other:?}"),
+            );
             return None;
         }
     }

@@ -162,6 +162,14 @@ impl Config {
             });
         }
         let authorizer = authorizer::read(table, problems);
+        if matches!(authorizer, Some(authorizer::AuthorizerConfig::Request(_)))
+            && webhook_secret.is_none()
+        {
+            problems.push(ConfigProblem {
+                key: "api.webhook_secret".into(),
+                message: "required: the request authorizer's calls are signed with it".into(),
+            });
+        }
         if stage.is_empty()
             || stage.len() > 128
             || !stage

@@ -133,38 +133,6 @@ pub(crate) async fn open<T: Transport>(
         let _ = handshake::reject(&mut stream, 429, "Too Many Requests").await;
         return None;
     }
-    // API keys and the authorizer decide before any backend hears of the connection.
-    let admitted = match state.gate.load().as_ref() {
-        None => authorizer::Admitted::default(),
-        Some(gate) => match gate.check(&request.headers, &request.query) {
-            Ok(a) => a,
-            Err(refused) => {
-                metrics
-                    .handshakes_rejected_total
-                    .with_label_values(&[if refused.status == 401 {
-                        "unauthorized"
-                    } else {
-                        "forbidden"
-                    }])
-                    .inc();
-                access::refused(
-                    state,
-                    client_ip,
-                    request.header("user-agent"),
-                    refused.status,
-                    refused.reason,
-                );
-                let _ = handshake::reject(
-                    &mut stream,
-                    refused.status,
-                    handshake::reason_phrase(refused.status),
-                )
-                .await;
-                return None;
-            }
-        },
-    };
-    let authorizer_context = admitted.context.map(serde_json::Value::Object);
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
         Some(slot) if !state.refuses_upgrades() => slot,
@@ -212,8 +180,46 @@ pub(crate) async fn open<T: Transport>(
         connected_at_ms,
         source_ip: &source_ip,
         user_agent: user_agent.as_deref(),
-        authorizer: authorizer_context.as_ref(),
+        authorizer: None,
     };
+    // API keys and the authorizer decide before $connect runs (and before any backend but the
+    // authorizer hears of the connection).
+    let admitted = match state.gate.load().as_ref() {
+        None => authorizer::Admitted::default(),
+        Some(gate) => match gate.check(&request.headers, &request.query, &source).await {
+            Ok(a) => a,
+            Err(refused) => {
+                metrics
+                    .handshakes_rejected_total
+                    .with_label_values(&[if refused.status == 401 {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    }])
+                    .inc();
+                access::refused(
+                    state,
+                    client_ip,
+                    request.header("user-agent"),
+                    refused.status,
+                    refused.reason,
+                );
+                let _ = handshake::reject(
+                    &mut stream,
+                    refused.status,
+                    handshake::reason_phrase(refused.status),
+                )
+                .await;
+                return None;
+            }
+        },
+    };
+    let authorizer_context = admitted.context.map(serde_json::Value::Object);
+    let source = EventSource {
+        authorizer: authorizer_context.as_ref(),
+        ..source
+    };
+
     let (subprotocol, answer) = match run_connect(state, &request, source).await {
         Verdict::Accept {
             subprotocol,
