@@ -459,3 +459,93 @@ async fn a_request_authorizer_speaks_aws_contract_and_caches_by_identity() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn jwks_keys_are_fetched_for_new_kids_rate_limited_and_kept_when_the_url_fails() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    let dir = scratch_dir("jwks");
+    let (private, _) = key_pair(
+        &dir,
+        "rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let out = Command::new("openssl")
+        .args([
+            "rsa",
+            "-in",
+            dir.join("rsa.key").to_str().expect("path"),
+            "-noout",
+            "-modulus",
+        ])
+        .output()
+        .expect("openssl");
+    let modulus = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("Modulus=")
+        .to_string();
+    let n = base64_url(&hex::decode(modulus).expect("hex"));
+    let jwks = format!(
+        r#"{{"keys": [{{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": "{n}", "e": "AQAB"}}]}}"#
+    );
+    // 0: the key set; 1: down (500); 2: garbage.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = Arc::clone(&mode);
+    let backend =
+        Backend::with(
+            move |call, _| match (call.path.as_str(), m.load(Ordering::SeqCst)) {
+                ("/jwks", 0) => Reply::ok(jwks.clone()),
+                ("/jwks", 1) => Reply::status(500),
+                ("/jwks", _) => Reply::ok("{\"keys\": \"nope\"}"),
+                _ => Reply::ok(""),
+            },
+        )
+        .await;
+    let config = format!(
+        "[routes.\"$default\"]\nintegration = \"mock\"\n\
+         [authorizer]\ntype = \"jwt\"\ntoken_source = \"query:t\"\nalgorithms = [\"RS256\"]\njwks_url = \"{}\"\n",
+        backend.url("/jwks")
+    );
+    let node = node(&config).await;
+    let fetches = || backend.calls().iter().filter(|c| c.path == "/jwks").count();
+    let key = EncodingKey::from_rsa_pem(&private).expect("key");
+    let token = |kid: &str| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        encode(&h, &claims(serde_json::json!({})), &key).expect("sign")
+    };
+    assert_eq!(
+        status(&node, &format!("?t={}", token("k1")), &[]).await,
+        101
+    );
+    assert_eq!(fetches(), 1);
+    assert_eq!(
+        status(&node, &format!("?t={}", token("k1")), &[]).await,
+        101
+    );
+    assert_eq!(fetches(), 1, "a known kid needs no fetch");
+    // An unknown kid right after a fetch: refused without another fetch (rate limit).
+    assert_eq!(
+        status(&node, &format!("?t={}", token("k9")), &[]).await,
+        401
+    );
+    assert_eq!(fetches(), 1);
+    // The URL goes down: the last good set keeps serving.
+    mode.store(1, Ordering::SeqCst);
+    assert_eq!(
+        status(&node, &format!("?t={}", token("k1")), &[]).await,
+        101
+    );
+    node.shutdown().await;
+
+    // A node whose key set is garbage admits nobody, and does not fall over.
+    mode.store(2, Ordering::SeqCst);
+    let node = crate::support::node(&config).await;
+    assert_eq!(
+        status(&node, &format!("?t={}", token("k1")), &[]).await,
+        401
+    );
+    assert_eq!(status(&node, "", &[]).await, 401);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

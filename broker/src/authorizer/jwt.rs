@@ -15,6 +15,7 @@ pub struct Jwt {
     algorithms: Vec<Algorithm>,
     hmac: Option<DecodingKey>,
     public: Vec<(KeyFamily, DecodingKey)>,
+    jwks: Option<super::jwks::Jwks>,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -52,12 +53,13 @@ impl Jwt {
                 .iter()
                 .flat_map(|pem| decoding_keys(pem))
                 .collect(),
+            jwks: config.jwks_url.as_deref().map(super::jwks::Jwks::new),
             config: config.clone(),
         }
     }
 
     /// Verifies the request's token; the context (`principalId` and the chosen claims).
-    pub fn check(
+    pub async fn check(
         &self,
         headers: &[(String, String)],
         query: &[(String, String)],
@@ -83,9 +85,19 @@ impl Jwt {
             None => validation.validate_aud = false,
         }
         let family = family(head.alg);
-        let keys: Vec<&DecodingKey> = match family {
-            None => self.hmac.iter().collect(),
-            Some(f) => self
+        // A token that names its key and a key set to look it up in: that key only.
+        let from_set = match (&self.jwks, &head.kid, family) {
+            (Some(jwks), Some(kid), Some(_)) => Some(
+                jwks.key(kid)
+                    .await
+                    .ok_or(unauthorized("token_unknown_key"))?,
+            ),
+            _ => None,
+        };
+        let keys: Vec<&DecodingKey> = match (&from_set, family) {
+            (Some(k), _) => vec![k.as_ref()],
+            (None, None) => self.hmac.iter().collect(),
+            (None, Some(f)) => self
                 .public
                 .iter()
                 .filter(|(k, _)| *k == f)

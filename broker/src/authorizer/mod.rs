@@ -8,6 +8,7 @@
 //! query, and an arm in [`Gate::check`].
 
 pub mod api_key;
+pub mod jwks;
 pub mod jwt;
 pub mod request;
 mod ring_verify;
@@ -44,7 +45,7 @@ pub struct Gate {
 /// The configured authorizer.
 #[derive(Debug)]
 enum Authorizer {
-    Jwt(jwt::Jwt),
+    Jwt(Box<jwt::Jwt>),
     Request(request::RequestAuthorizer),
 }
 
@@ -56,7 +57,7 @@ impl Gate {
             .required
             .then(|| api_key::Keys::new(&config.api_keys.keys));
         let authorizer = config.authorizer.as_ref().map(|a| match a {
-            AuthorizerConfig::Jwt(c) => Authorizer::Jwt(jwt::Jwt::new(c)),
+            AuthorizerConfig::Jwt(c) => Authorizer::Jwt(Box::new(jwt::Jwt::new(c))),
             AuthorizerConfig::Request(c) => Authorizer::Request(request::RequestAuthorizer::new(
                 c,
                 crate::integration::webhook_key(config),
@@ -79,7 +80,7 @@ impl Gate {
         }
         admitted.context = match &self.authorizer {
             None => None,
-            Some(Authorizer::Jwt(j)) => Some(j.check(headers, query)?),
+            Some(Authorizer::Jwt(j)) => Some(j.check(headers, query).await?),
             Some(Authorizer::Request(r)) => Some(r.check(headers, query, source).await?),
         };
         Ok(admitted)

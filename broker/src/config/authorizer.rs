@@ -61,6 +61,8 @@ pub struct JwtConfig {
     pub secret: Option<String>,
     /// `public_keys`: PEM public keys for the asymmetric algorithms (tried in order).
     pub public_keys: Vec<String>,
+    /// `jwks_url`: a JSON Web Key Set fetched when a token names a `kid` not seen yet.
+    pub jwks_url: Option<String>,
     /// `issuer`: required `iss`.
     pub issuer: Option<String>,
     /// `audience`: required `aud`.
@@ -171,11 +173,10 @@ pub fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Option<Au
             return None;
         }
     }
-    if jwks_url.is_some() {
-        problem(
-            "jwks_url",
-            "not available yet: give the keys inline in public_keys".into(),
-        );
+    if let Some(u) = &jwks_url {
+        if !reqwest::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")) {
+            problem("jwks_url", format!("not an http(s) URL: {u:?}"));
+        }
     }
     let token_source = match source
         .as_deref()
@@ -214,10 +215,10 @@ pub fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Option<Au
             "HS* algorithms need a secret of at least 32 characters".into(),
         );
     }
-    if asymmetric && public_keys.is_empty() {
+    if asymmetric && public_keys.is_empty() && jwks_url.is_none() {
         problem(
             "public_keys",
-            "the asymmetric algorithms need PEM public keys".into(),
+            "the asymmetric algorithms need PEM public keys or a jwks_url".into(),
         );
     }
     if hmac && asymmetric {
@@ -241,6 +242,7 @@ pub fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Option<Au
         algorithms,
         secret,
         public_keys,
+        jwks_url,
         issuer,
         audience,
         leeway_secs,
