@@ -55,7 +55,8 @@ pub fn document() -> Value {
                     "connectedAt": {"type": "string", "format": "date-time"},
                     "identity": {"type": "object", "properties": {
                         "sourceIp": {"type": "string"}, "userAgent": {"type": "string"}}},
-                    "lastActiveAt": {"type": "string", "format": "date-time"}}},
+                    "lastActiveAt": {"type": "string", "format": "date-time"},
+                    "authorizer": {"type": "object", "description": "requestContext.authorizer of its events, when it has one (Gangway's addition)"}}},
                 "ConnectionPage": {"type": "object", "properties": {
                     "items": {"type": "array", "items": {"type": "object", "properties": {
                         "connectionId": {"type": "string"},

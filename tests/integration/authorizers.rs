@@ -129,6 +129,14 @@ async fn a_jwt_authorizer_admits_valid_tokens_only() {
     let auth = &connect.event["requestContext"]["authorizer"];
     assert_eq!(auth["principalId"], "user-42");
     assert_eq!(auth["tenant"], "acme");
+    // GetConnection says it too (Gangway's `authorizer` field).
+    let id = connect.connection_id();
+    let info = Control::of(&node)
+        .request(reqwest::Method::GET, &format!("/@connections/{id}"), "")
+        .await
+        .json();
+    assert_eq!(info["authorizer"]["principalId"], "user-42", "{info}");
+    assert_eq!(info["authorizer"]["tenant"], "acme");
     send_text(&mut ws, "hello").await;
     let message = backend.wait_event("MESSAGE", 1).await;
     assert_eq!(

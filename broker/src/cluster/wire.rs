@@ -124,6 +124,8 @@ const OUTCOME_DONE: u8 = 1;
 const OUTCOME_INFO: u8 = 2;
 const OUTCOME_EACH: u8 = 3;
 const OUTCOME_LISTED: u8 = 4;
+/// GetConnection's answer with `authorizer` (since the authorizers; `OUTCOME_INFO` has none).
+const OUTCOME_INFO_AUTHORIZER: u8 = 5;
 
 /// The code of a success in a result.
 const OK: u8 = 0;
@@ -305,6 +307,18 @@ fn put_op(w: &mut Vec<u8>, op: &ConnOp) {
     }
 }
 
+/// The info, then its `authorizer` (a flag, then its JSON text).
+fn put_info_authorizer(w: &mut Vec<u8>, info: &ConnectionInfo) {
+    put_info(w, info);
+    match &info.authorizer {
+        Some(a) => {
+            w.push(1);
+            put_bytes(w, a.to_string().as_bytes());
+        }
+        None => w.push(0),
+    }
+}
+
 fn put_info(w: &mut Vec<u8>, info: &ConnectionInfo) {
     w.extend_from_slice(&info.connected_at_ms.to_be_bytes());
     w.extend_from_slice(&info.last_active_at_ms.to_be_bytes());
@@ -322,15 +336,15 @@ fn put_outcome(w: &mut Vec<u8>, outcome: &OpOutcome) {
     match outcome {
         OpOutcome::Done => w.push(OUTCOME_DONE),
         OpOutcome::Info(info) => {
-            w.push(OUTCOME_INFO);
-            put_info(w, info);
+            w.push(OUTCOME_INFO_AUTHORIZER);
+            put_info_authorizer(w, info);
         }
         OpOutcome::Listed { items, more } => {
             w.push(OUTCOME_LISTED);
             w.extend_from_slice(&(items.len() as u32).to_be_bytes());
             for item in items {
                 w.extend_from_slice(&item.id.to_bytes());
-                put_info(w, &item.info);
+                put_info_authorizer(w, &item.info);
                 w.extend_from_slice(&(item.channels.len() as u32).to_be_bytes());
                 for c in &item.channels {
                     put_bytes(w, c.as_bytes());
@@ -472,19 +486,34 @@ impl<'a> Reader<'a> {
                 1 => Some(self.string()?),
                 _ => return Err(WireError::Malformed("user agent flag")),
             },
+            authorizer: None,
         })
+    }
+
+    fn info_authorizer(&mut self) -> Result<ConnectionInfo, WireError> {
+        let mut info = self.info()?;
+        info.authorizer = match self.u8()? {
+            0 => None,
+            1 => Some(
+                serde_json::from_slice(self.bytes()?)
+                    .map_err(|_| WireError::Malformed("authorizer"))?,
+            ),
+            _ => return Err(WireError::Malformed("authorizer flag")),
+        };
+        Ok(info)
     }
 
     fn outcome(&mut self) -> Result<OpOutcome, WireError> {
         Ok(match self.u8()? {
             OUTCOME_DONE => OpOutcome::Done,
             OUTCOME_INFO => OpOutcome::Info(self.info()?),
+            OUTCOME_INFO_AUTHORIZER => OpOutcome::Info(self.info_authorizer()?),
             OUTCOME_LISTED => {
                 let n = self.count()?;
                 let mut items = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
                     let id = self.conn()?;
-                    let info = self.info()?;
+                    let info = self.info_authorizer()?;
                     let k = self.count()?;
                     let mut channels = Vec::with_capacity(k.min(128));
                     for _ in 0..k {
@@ -570,6 +599,7 @@ mod tests {
                     last_active_at_ms: -2,
                     source_ip: "127.0.0.1".into(),
                     user_agent: Some("ua".into()),
+                    authorizer: Some(serde_json::json!({"principalId": "u", "n": 1})),
                 })),
             ),
             request(
@@ -589,6 +619,7 @@ mod tests {
                             last_active_at_ms: 4,
                             source_ip: "::1".into(),
                             user_agent: None,
+                            authorizer: None,
                         },
                         channels: vec!["a".into(), "b:c".into()],
                     }],

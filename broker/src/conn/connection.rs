@@ -81,6 +81,7 @@ impl Connection {
             last_active_at_ms: self.last_active_ms(),
             source_ip: self.source_ip.to_string(),
             user_agent: self.user_agent.as_deref().map(str::to_string),
+            authorizer: self.authorizer.as_deref().cloned(),
         }
     }
 }
@@ -96,4 +97,7 @@ pub struct ConnectionInfo {
     pub source_ip: String,
     /// Client `User-Agent`.
     pub user_agent: Option<String>,
+    /// `requestContext.authorizer` of its events (the authorizer's result, `$connect`'s
+    /// context), when it has one.
+    pub authorizer: Option<serde_json::Value>,
 }

@@ -68,11 +68,16 @@ fn describe(info: ConnectionInfo) -> serde_json::Value {
     if let Some(ua) = info.user_agent {
         identity["userAgent"] = serde_json::Value::String(ua);
     }
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "connectedAt": rfc3339(info.connected_at_ms),
         "identity": identity,
         "lastActiveAt": rfc3339(info.last_active_at_ms),
-    })
+    });
+    // Gangway's addition: what the authorizer (and $connect) said about the connection.
+    if let Some(a) = info.authorizer {
+        v["authorizer"] = a;
+    }
+    v
 }
 
 /// `DELETE /@connections/{id}[?code=&reason=]`: 204 once the close is queued.
