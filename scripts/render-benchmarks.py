@@ -939,12 +939,25 @@ on the same two cores). Signatures verified by ring (`authorizer::ring_verify`, 
 | `jwt`, RS256 (2048-bit key) | 22 801 (22 217, 22 801, 20 757, 23 194, 23 676) | 10 000 of 10 000 |
 | none | 27 237 (26 268, 28 078, 27 237, 28 749, 26 670) | 10 000 of 10 000 |
 
-Target ≥ 10 000/s: **met** for both medians. ES256 is bimodal (two of five runs near 7 000/s,
-the others near 16 000/s; an earlier 3-run set had medians 7 160/s): not explained yet, so the
-worst runs stay on record. Before ring, with `jsonwebtoken`'s RustCrypto backend (pure-Rust
-`p256` and `rsa`): ES256 4 196/s (4 200, 4 196, 2 956) and RS256 6 332/s (6 332, 4 255,
-6 380), 3 runs each — the signature check was the whole gap. The `request` authorizer (with
-its result cache) is not built yet.
+A second set (`RUNS=3`, same day, same build but for the request authorizer's single-flight
+cache) adds a cached `request` authorizer (a Python server answering Allow; every connection
+presents the same identity, so all but the first are cache hits, and concurrent misses share one
+call):
+
+| Authorizer | handshakes/s (median; runs) | established |
+|---|---|---|
+| `jwt`, ES256 | 7 208 (7 197, 7 208, 17 025) | 10 000 of 10 000 |
+| `jwt`, RS256 | 24 148 (24 433, 24 148, 24 114) | 10 000 of 10 000 |
+| `request`, cached | 28 638 (27 401, 28 638, 29 120) | 10 000 of 10 000 |
+| none | 27 887 (30 607, 26 291, 27 887) | 10 000 of 10 000 |
+
+Target ≥ 10 000/s: **met for RS256 and the cached `request` authorizer; not reliably for ES256**,
+whose runs are bimodal — near 7 000/s or near 16 000–17 000/s (medians 15 661 over five runs,
+7 208 over three): not explained yet, so every run stays on record. Before ring, with
+`jsonwebtoken`'s RustCrypto backend (pure-Rust `p256` and `rsa`): ES256 4 196/s (4 200, 4 196,
+2 956) and RS256 6 332/s (6 332, 4 255, 6 380), 3 runs each. Before the request authorizer's
+single-flight cache, the same cached run reached 1 987/s with 90 of 10 000 refused: the first
+burst of misses each called the backend, which fell behind (timeouts, answered 500).
 
 ### TLS (issue 13): Gangway `wss://` against nginx + nchan terminating TLS
 

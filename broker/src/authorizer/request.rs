@@ -14,7 +14,7 @@
 //! cached).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -34,13 +34,17 @@ const ARN_ACCOUNT: &str = "000000000000";
 
 type Decision = Result<Map<String, Value>, Refused>;
 
+/// A cache entry: when its call started, and its decision once made. Concurrent checks of one
+/// identity share the entry, so a burst of them costs one call (single flight).
+type Entry = (Instant, Arc<tokio::sync::OnceCell<Decision>>);
+
 /// A configured `request` authorizer.
 #[derive(Debug)]
 pub struct RequestAuthorizer {
     config: RequestConfig,
     client: reqwest::Client,
     secret: Vec<u8>,
-    cache: Mutex<HashMap<String, (Instant, Decision)>>,
+    cache: Mutex<HashMap<String, Entry>>,
 }
 
 fn refused(status: u16, reason: &'static str) -> Refused {
@@ -88,32 +92,44 @@ impl RequestAuthorizer {
             }
         }
         let ttl = Duration::from_secs(self.config.ttl_secs);
-        if !ttl.is_zero() {
-            if let Some((at, decision)) = self.lock().get(&key) {
-                if at.elapsed() < ttl {
-                    return decision.clone();
+        if ttl.is_zero() {
+            return self.call(headers, query, source).await;
+        }
+        let cell = {
+            let mut cache = self.lock();
+            match cache.get(&key) {
+                Some((at, cell)) if at.elapsed() < ttl => Some(Arc::clone(cell)),
+                _ => {
+                    if cache.len() >= MAX_CACHED {
+                        cache.retain(|_, (at, _)| at.elapsed() < ttl);
+                    }
+                    (cache.len() < MAX_CACHED).then(|| {
+                        let cell = Arc::new(tokio::sync::OnceCell::new());
+                        cache.insert(key.clone(), (Instant::now(), Arc::clone(&cell)));
+                        cell
+                    })
                 }
             }
-        }
-        let decision = self.call(headers, query, source).await;
-        // Errors are not cached: the next client tries again.
-        let cacheable = match &decision {
-            Ok(_) => true,
-            Err(r) => r.status != 500,
         };
-        if !ttl.is_zero() && cacheable {
+        let Some(cell) = cell else {
+            // The cache is full of live entries: decide without caching.
+            return self.call(headers, query, source).await;
+        };
+        let decision = cell
+            .get_or_init(|| self.call(headers, query, source))
+            .await
+            .clone();
+        // Errors are not cached: the next client tries again.
+        if matches!(&decision, Err(r) if r.status == 500) {
             let mut cache = self.lock();
-            if cache.len() >= MAX_CACHED {
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
-            }
-            if cache.len() < MAX_CACHED {
-                cache.insert(key, (Instant::now(), decision.clone()));
+            if cache.get(&key).is_some_and(|(_, c)| Arc::ptr_eq(c, &cell)) {
+                cache.remove(&key);
             }
         }
         decision
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Decision)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
