@@ -132,6 +132,17 @@ impl GatewayConfig {
                     .to_string(),
             );
         }
+        let region_in_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        for (key, route) in &self.broker.routes {
+            if route.lambda.as_ref().is_some_and(|t| t.region.is_none()) && !region_in_env {
+                warnings.push(format!(
+                    "routes.\"{key}\": no region (no `region`, no ARN, no AWS_REGION): the \
+                     function is invoked in the AWS profile's region, and fails if it has none"
+                ));
+            }
+        }
         warnings
     }
 }

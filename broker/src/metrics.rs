@@ -87,6 +87,8 @@ const INTEGRATION_ERROR_KINDS: &[&str] = &[
     "unreachable",
     "response_too_large",
     "malformed_result",
+    "function_error",
+    "service_error",
 ];
 /// `gangway_messages_sent_total` sources exported from the start.
 const SENT_SOURCES: &[&str] = &["route", "push", "publish", "broadcast", "gateway"];

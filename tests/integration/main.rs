@@ -6,6 +6,7 @@ mod support;
 mod tls;
 
 mod authorizers;
+mod aws_lambda;
 mod aws_sdk;
 mod cli;
 mod cluster;

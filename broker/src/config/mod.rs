@@ -23,7 +23,7 @@ pub use builder::{unknown_sections, ConfigBuilder};
 pub use cluster::{fencing_fits, ClusterConfig, RedisMode, MIN_HEARTBEATS_PER_TTL};
 pub use limits::{LimitsConfig, SlowConsumerPolicy};
 pub use reader::Section;
-pub use routes::{IntegrationKind, ResponseFormat, RouteConfig};
+pub use routes::{IntegrationKind, LambdaTarget, ResponseFormat, RouteConfig};
 
 /// The sections of the configuration file that the data plane reads.
 pub const SECTIONS: &[&str] = &["api", "routes", "limits", "cluster", "authorizer"];
@@ -126,6 +126,7 @@ impl Config {
                 response_format: ResponseFormat::Raw,
                 throttle_rate: 0,
                 throttle_burst: 0,
+                lambda: None,
             },
         );
         config

@@ -11,6 +11,8 @@ use super::ConfigProblem;
 pub enum IntegrationKind {
     /// POST the AWS-shaped event to a backend URL.
     Http,
+    /// Invoke a Lambda function with the same event (the Invoke API, the SDK's credentials).
+    AwsLambda,
     /// Answer in-process: echo the message, or a fixed `response`.
     Mock,
 }
@@ -18,7 +20,7 @@ pub enum IntegrationKind {
 /// One `[routes."<key>"]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
-    /// `integration = "http" | "mock"`.
+    /// `integration = "http" | "aws_lambda" | "mock"`.
     pub integration: IntegrationKind,
     /// `url`: the backend endpoint (required for `http`).
     pub url: Option<String>,
@@ -34,6 +36,147 @@ pub struct RouteConfig {
     pub throttle_rate: u32,
     /// `throttle_burst`: the route's bucket's burst (0: the rate).
     pub throttle_burst: u32,
+    /// The function an `aws_lambda` route invokes.
+    pub lambda: Option<LambdaTarget>,
+}
+
+/// Where an `aws_lambda` route sends its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaTarget {
+    /// `function_name`: a name, a partial ARN (`123456789012:function:name`) or a full ARN,
+    /// optionally ending in `:qualifier`.
+    pub function_name: String,
+    /// `qualifier`: a version or alias.
+    pub qualifier: Option<String>,
+    /// `region`: overrides the SDK's region chain (when absent, a full ARN's region; then
+    /// `AWS_REGION` or the profile's).
+    pub region: Option<String>,
+    /// `endpoint_url`: overrides the Lambda endpoint (a local emulator, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+}
+
+/// What a valid `function_name` says about region and qualifier.
+struct FunctionName<'a> {
+    region: Option<&'a str>,
+    qualifier: Option<&'a str>,
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn valid_qualifier(s: &str) -> bool {
+    s == "$LATEST"
+        || ((1..=128).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+fn valid_region(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Parses the Invoke API's `FunctionName` forms: `name[:qualifier]`,
+/// `account:function:name[:qualifier]`, `arn:partition:lambda:region:account:function:name[:qualifier]`.
+fn parse_function_name(s: &str) -> Result<FunctionName<'_>, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let account = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
+    let (region, name, qualifier) = match parts.as_slice() {
+        [name] => (None, *name, None),
+        [name, q] => (None, *name, Some(*q)),
+        [acct, "function", name] if account(acct) => (None, *name, None),
+        [acct, "function", name, q] if account(acct) => (None, *name, Some(*q)),
+        ["arn", partition, "lambda", region, acct, "function", name, rest @ ..]
+            if partition.starts_with("aws") && account(acct) && rest.len() <= 1 =>
+        {
+            if !valid_region(region) {
+                return Err(format!("the ARN's region {region:?} is not a region"));
+            }
+            (Some(*region), *name, rest.first().copied())
+        }
+        _ => {
+            return Err(
+                "expected a function name, \"123456789012:function:name\" or \
+                 \"arn:aws:lambda:region:123456789012:function:name\" (each optionally \
+                 ending in \":qualifier\")"
+                    .to_string(),
+            )
+        }
+    };
+    if !valid_name(name) {
+        return Err(format!(
+            "the function name {name:?} must be 1-64 letters, digits, '-' or '_'"
+        ));
+    }
+    if let Some(q) = qualifier {
+        if !valid_qualifier(q) {
+            return Err(format!("the qualifier {q:?} is not a version or alias"));
+        }
+    }
+    Ok(FunctionName { region, qualifier })
+}
+
+/// Reads and checks the `aws_lambda` keys of a route.
+fn read_lambda(r: &mut Section<'_>) -> Option<LambdaTarget> {
+    let function_name = r.string("function_name");
+    let qualifier = r.string("qualifier");
+    let region = r.string("region");
+    let endpoint_url = r.string("endpoint_url");
+    let Some(function_name) = function_name else {
+        r.problem(
+            "function_name",
+            "an aws_lambda route needs a function_name (a name or an ARN)".into(),
+        );
+        return None;
+    };
+    match parse_function_name(&function_name) {
+        Err(e) => r.problem("function_name", format!("{e}: {function_name:?}")),
+        Ok(parsed) => {
+            if let (Some(a), Some(b)) = (parsed.qualifier, qualifier.as_deref()) {
+                if a != b {
+                    r.problem(
+                        "qualifier",
+                        format!("{b:?} differs from the qualifier in function_name ({a:?})"),
+                    );
+                }
+            }
+            if let (Some(a), Some(b)) = (parsed.region, region.as_deref()) {
+                if a != b {
+                    r.problem(
+                        "region",
+                        format!("{b:?} differs from the region in function_name's ARN ({a:?})"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(q) = qualifier.as_deref().filter(|q| !valid_qualifier(q)) {
+        r.problem(
+            "qualifier",
+            format!("{q:?} is not a version or alias (letters, digits, '-', '_', or $LATEST)"),
+        );
+    }
+    if let Some(reg) = region.as_deref().filter(|x| !valid_region(x)) {
+        r.problem("region", format!("{reg:?} is not a region name"));
+    }
+    if let Some(u) = endpoint_url.as_deref() {
+        if !reqwest::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")) {
+            r.problem("endpoint_url", format!("not a usable http(s) URL: {u:?}"));
+        }
+    }
+    let arn_region = parse_function_name(&function_name)
+        .ok()
+        .and_then(|p| p.region.map(str::to_string));
+    Some(LambdaTarget {
+        region: region.or(arn_region),
+        function_name,
+        qualifier,
+        endpoint_url,
+    })
 }
 
 /// How an `http` route reads its backend's answer.
@@ -91,16 +234,20 @@ pub(super) fn read(
         let mut r = Section::from_table(rt, prefix.clone(), problems);
         let integration = match r.string("integration").as_deref() {
             Some("http") => IntegrationKind::Http,
+            Some("aws_lambda") => IntegrationKind::AwsLambda,
             Some("mock") => IntegrationKind::Mock,
             Some(other) => {
                 r.problem(
                     "integration",
-                    format!("must be \"http\" or \"mock\", not {other:?}"),
+                    format!("must be \"http\", \"aws_lambda\" or \"mock\", not {other:?}"),
                 );
                 IntegrationKind::Mock
             }
             None => {
-                r.problem("integration", "missing (\"http\" or \"mock\")".into());
+                r.problem(
+                    "integration",
+                    "missing (\"http\", \"aws_lambda\" or \"mock\")".into(),
+                );
                 IntegrationKind::Mock
             }
         };
@@ -110,7 +257,20 @@ pub(super) fn read(
         let response = r.string("response");
         let throttle_rate = r.uint("throttle_rate", 0, 0, 1 << 24) as u32;
         let throttle_burst = r.uint("throttle_burst", 0, 0, 1 << 24) as u32;
+        let lambda = (integration == IntegrationKind::AwsLambda)
+            .then(|| read_lambda(&mut r))
+            .flatten();
         let response_format = match r.string("response_format").as_deref() {
+            None | Some("lambda") if integration == IntegrationKind::AwsLambda => {
+                ResponseFormat::Lambda
+            }
+            Some(_) if integration == IntegrationKind::AwsLambda => {
+                r.problem(
+                    "response_format",
+                    "an aws_lambda route always reads Lambda's proxy result (\"lambda\")".into(),
+                );
+                ResponseFormat::Lambda
+            }
             None | Some("raw") => ResponseFormat::Raw,
             Some("lambda") if integration == IntegrationKind::Http => ResponseFormat::Lambda,
             Some("lambda") => {
@@ -155,7 +315,12 @@ pub(super) fn read(
                 key: format!("{prefix}.url"),
                 message: "a mock route takes no url".into(),
             }),
-            (IntegrationKind::Mock, None) => {}
+            (IntegrationKind::AwsLambda, Some(_)) => problems.push(ConfigProblem {
+                key: format!("{prefix}.url"),
+                message: "an aws_lambda route takes function_name (and endpoint_url), not url"
+                    .into(),
+            }),
+            (IntegrationKind::Mock | IntegrationKind::AwsLambda, None) => {}
         }
         routes.insert(
             route_key.clone(),
@@ -168,6 +333,7 @@ pub(super) fn read(
                 response_format,
                 throttle_rate,
                 throttle_burst,
+                lambda,
             },
         );
     }

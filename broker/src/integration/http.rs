@@ -2,49 +2,36 @@
 //!
 //! Invariants: one shared keep-alive HTTP client that never follows redirects (a 3xx is a
 //! non-2xx answer: a backend cannot send the signed event, with the client's headers, to
-//! another URL); node-wide semaphores cap concurrent calls — one for `$connect` and messages,
-//! one of its own for `$disconnect` deliveries, so a failing `$disconnect` backend under
-//! connection churn cannot stall everyone's `$connect`; waiting for a permit counts against
-//! the call's timeout; every call carries `X-Gangway-Signature`; answers are read up to
-//! `max_message_bytes`.
+//! another URL); calls run inside the node's [`Budget`] (permits, deadline, metrics); every
+//! call carries `X-Gangway-Signature`; answers are read up to `max_message_bytes`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::config::{Config, ResponseFormat};
+use crate::config::ResponseFormat;
+use crate::integration::budget::{Budget, Lane};
 use crate::integration::event::build_event;
 use crate::integration::signature::{sign, SIGNATURE_HEADER};
-use crate::integration::{lambda, Answer, Call, Integration, IntegrationError};
-use crate::metrics::Metrics;
+use crate::integration::{error_chain, lambda, Answer, Call, Integration, IntegrationError};
 
 /// The HTTP client every `http` route shares.
 #[derive(Debug)]
 pub struct Client {
     client: reqwest::Client,
-    /// `$connect` and message calls.
-    permits: Semaphore,
-    /// `$disconnect` deliveries.
-    disconnect_permits: Semaphore,
     secret: Vec<u8>,
-    max_response_bytes: usize,
-    metrics: Arc<Metrics>,
+    budget: Arc<Budget>,
 }
 
 impl Client {
-    /// A client for `config`'s limits, signing with `secret`.
+    /// A client calling within `budget`, signing with `secret`.
     ///
     /// # Errors
     /// Fails when the TLS set-up fails.
-    pub fn new(
-        config: &Config,
-        secret: Vec<u8>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(budget: Arc<Budget>, secret: Vec<u8>) -> Result<Self, reqwest::Error> {
         // rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -57,53 +44,30 @@ impl Client {
             .build()?;
         Ok(Client {
             client,
-            permits: Semaphore::new(config.limits.max_concurrent_integration_calls),
-            disconnect_permits: Semaphore::new(config.limits.max_concurrent_disconnect_calls),
             secret,
-            max_response_bytes: config.limits.max_message_bytes,
-            metrics,
+            budget,
         })
     }
 
-    /// POSTs the signed event of `call` to `url`: waits for a permit (of `permits`), all within
-    /// `timeout`, reads the answer as `format` says, and records the call's latency and failure
-    /// (of the answer as read: a Lambda result's `statusCode` counts) in the metrics.
+    /// POSTs the signed event of `call` to `url` within the budget's `lane` and `timeout`, and
+    /// reads the answer as `format` says.
     async fn call(
         &self,
         url: &reqwest::Url,
         timeout: Duration,
         format: ResponseFormat,
         call: Call<'_>,
-        permits: &Semaphore,
+        lane: Lane,
     ) -> Result<Answer, IntegrationError> {
-        let started = Instant::now();
-        let route_key = call.kind.route_key();
-        let result = tokio::time::timeout(timeout, async {
-            let _permit = permits.acquire().await;
-            let answer = self.post(url, call).await?;
-            match format {
-                ResponseFormat::Raw => Ok(answer),
-                ResponseFormat::Lambda => lambda::decode(answer),
-            }
-        })
-        .await
-        .unwrap_or(Err(IntegrationError::Timeout(timeout)));
-        let m = &self.metrics;
-        m.integration_duration_seconds
-            .with_label_values(&[route_key])
-            .observe(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(r) if !r.is_success() => m
-                .integration_errors_total
-                .with_label_values(&[route_key, "status"])
-                .inc(),
-            Err(e) => m
-                .integration_errors_total
-                .with_label_values(&[route_key, e.kind()])
-                .inc(),
-            Ok(_) => {}
-        }
-        result
+        self.budget
+            .run(lane, call.kind.route_key(), timeout, async {
+                let answer = self.post(url, call).await?;
+                match format {
+                    ResponseFormat::Raw => Ok(answer),
+                    ResponseFormat::Lambda => lambda::decode(answer),
+                }
+            })
+            .await
     }
 
     async fn post(&self, url: &reqwest::Url, call: Call<'_>) -> Result<Answer, IntegrationError> {
@@ -138,8 +102,10 @@ impl Client {
             .await
             .map_err(|e| IntegrationError::Unreachable(error_chain(&e)))?
         {
-            if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(IntegrationError::ResponseTooLarge(self.max_response_bytes));
+            if body.len() + chunk.len() > self.budget.max_response_bytes {
+                return Err(IntegrationError::ResponseTooLarge(
+                    self.budget.max_response_bytes,
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -176,16 +142,16 @@ impl Http {
         }
     }
 
-    async fn call(&self, call: Call<'_>, permits: &Semaphore) -> Result<Answer, IntegrationError> {
+    async fn call(&self, call: Call<'_>, lane: Lane) -> Result<Answer, IntegrationError> {
         self.client
-            .call(&self.url, self.timeout, self.format, call, permits)
+            .call(&self.url, self.timeout, self.format, call, lane)
             .await
     }
 }
 
 impl Integration for Http {
     fn connect<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        Box::pin(self.call(call, &self.client.permits))
+        Box::pin(self.call(call, Lane::Calls))
     }
 
     fn answer_now(&self, _message: &Message) -> Option<Bytes> {
@@ -193,7 +159,7 @@ impl Integration for Http {
     }
 
     fn message<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        Box::pin(self.call(call, &self.client.permits))
+        Box::pin(self.call(call, Lane::Calls))
     }
 
     fn delivers_disconnect(&self) -> bool {
@@ -201,18 +167,6 @@ impl Integration for Http {
     }
 
     fn disconnect<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Answer, IntegrationError>> {
-        Box::pin(self.call(call, &self.client.disconnect_permits))
+        Box::pin(self.call(call, Lane::Disconnect))
     }
-}
-
-/// An error with its sources, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -1,11 +1,14 @@
 //! Integrations: what a route does with its events. Every integration implements
 //! [`Integration`] — `$connect`, messages and `$disconnect` alike — so a new kind of
-//! integration is one file (`http.rs`, `mock.rs`) plus one line in [`Routes::new`], and the
-//! compiler checks that it answers all three.
+//! integration is one file (`http.rs`, `aws_lambda.rs`, `mock.rs`) plus one arm in
+//! [`Routes::new`], and the compiler checks that it answers all three. Those that call out share
+//! the node's [`budget::Budget`] (permits, deadlines, metrics).
 //!
 //! The tasks that drive integrations live beside them: [`dispatch`] (a connection's messages,
 //! one at a time, in order) and [`disconnect`] (`$disconnect`, at least once).
 
+pub mod aws_lambda;
+pub mod budget;
 pub mod disconnect;
 pub mod dispatch;
 pub mod event;
@@ -72,6 +75,13 @@ pub enum IntegrationError {
     /// proxy result.
     #[error("backend answer is not a Lambda proxy result: {0}")]
     MalformedResult(String),
+    /// An `aws_lambda` function ran and failed (`X-Amz-Function-Error`): kind, type, message.
+    #[error("function error: {0}")]
+    Function(String),
+    /// The Lambda service refused the invocation (not found, access denied, throttled…): its
+    /// error code and message.
+    #[error("lambda service refused the call: {0}")]
+    Service(String),
 }
 
 impl IntegrationError {
@@ -82,6 +92,8 @@ impl IntegrationError {
             IntegrationError::Unreachable(_) => "unreachable",
             IntegrationError::ResponseTooLarge(_) => "response_too_large",
             IntegrationError::MalformedResult(_) => "malformed_result",
+            IntegrationError::Function(_) => "function_error",
+            IntegrationError::Service(_) => "service_error",
         }
     }
 }
@@ -149,10 +161,12 @@ impl Routes {
         secret: Vec<u8>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
-        let client = Arc::new(http::Client::new(config, secret, Arc::clone(&metrics))?);
+        let budget = Arc::new(budget::Budget::new(config, Arc::clone(&metrics)));
+        let client = Arc::new(http::Client::new(Arc::clone(&budget), secret)?);
+        let aws = Arc::new(aws_lambda::Shared::new(budget));
         let mut routes = HashMap::new();
         for (key, rc) in &config.routes {
-            metrics.prime_route(key, rc.integration == IntegrationKind::Http);
+            metrics.prime_route(key, rc.integration != IntegrationKind::Mock);
             let integration: Arc<dyn Integration> = match rc.integration {
                 IntegrationKind::Http => match rc.url.as_deref().map(reqwest::Url::parse) {
                     Some(Ok(url)) => Arc::new(http::Http::new(
@@ -163,6 +177,15 @@ impl Routes {
                     )),
                     // Config validation guarantees a parseable URL; skip defensively.
                     _ => continue,
+                },
+                IntegrationKind::AwsLambda => match &rc.lambda {
+                    Some(target) => Arc::new(aws_lambda::AwsLambda::new(
+                        target.clone(),
+                        rc.timeout,
+                        Arc::clone(&aws),
+                    )),
+                    // Config validation guarantees a function; skip defensively.
+                    None => continue,
                 },
                 IntegrationKind::Mock => {
                     Arc::new(mock::Mock::new(rc.response.clone().map(Bytes::from)))
@@ -194,4 +217,16 @@ impl Routes {
     pub fn has(&self, key: &str) -> bool {
         self.routes.contains_key(key)
     }
+}
+
+/// An error with its sources, for logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -852,6 +852,18 @@ impl NodeProcess {
     /// with `args` (JSON logs unless they say `--log-format text`); returns once it logged its
     /// start.
     pub fn spawn(dir: &std::path::Path, name: &str, toml: &str, args: &[&str]) -> NodeProcess {
+        Self::spawn_with_env(dir, name, toml, args, &[])
+    }
+
+    /// [`NodeProcess::spawn`] with environment changes: each `(name, value)` is set, or removed
+    /// when `value` is empty.
+    pub fn spawn_with_env(
+        dir: &std::path::Path,
+        name: &str,
+        toml: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         use std::io::BufRead as _;
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, toml).expect("config file");
@@ -860,7 +872,11 @@ impl NodeProcess {
         } else {
             &["--log-format", "json"]
         };
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gangway"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gangway"));
+        for (k, _) in env.iter().filter(|(_, v)| v.is_empty()) {
+            command.env_remove(k);
+        }
+        let mut child = command
             .arg("--config")
             .arg(&file)
             .args(format)
@@ -868,6 +884,7 @@ impl NodeProcess {
             .env("GANGWAY_LISTEN_WEBSOCKET", "127.0.0.1:0")
             .env("GANGWAY_LISTEN_CONTROL", "127.0.0.1:0")
             .env_remove("RUST_LOG")
+            .envs(env.iter().filter(|(_, v)| !v.is_empty()).copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
