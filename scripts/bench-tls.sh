@@ -7,6 +7,8 @@
 #   W1: 1 000 wss:// subscribers on one channel, publishing (plain HTTP) as fast as 4 requests in
 #       flight allow, 10 s — deliveries/s;
 #   H:  5 000 wss:// connections opened at up to 50 000/s, held 1 s — handshakes/s (TLS + upgrade).
+# Every H connection is a distinct client with a full TLS handshake; RESUME=1 lets the load tool
+# resume sessions from earlier connections' tickets (--tls-resume), as reconnecting clients do.
 # RUNS (default 3) rounds; prints every run and the medians. JSON results go to
 # ${BENCH_OUT:-target/bench}/tls-<server>-<W1|H>-<round>.json (overwritten by the next run).
 set -euo pipefail
@@ -56,6 +58,7 @@ handshakes() { # name round url
   local name=$1 round=$2 url=$3
   SRC=$((SRC + 1))
   local ca=(); if [[ $url == wss://* ]]; then ca=(--ca-file "$OUT/ca.pem"); fi
+  if [ "${RESUME:-0}" = 1 ]; then ca+=(--tls-resume); fi
   "$L" connect --quiet --json --url "$url" --connections 5000 --connect-rate 50000 --hold-secs 1 \
     --source-ips "127.0.10.$SRC,127.0.11.$SRC" "${ca[@]}" >"$RES/tls-$name-H-$round.json"
 }

@@ -80,14 +80,6 @@ impl GatewayConfig {
         broker.access_log = log.access;
         broker.edge = listen.edge.clone();
         let tls = crate::tls::read(&table, &mut problems);
-        if tls.websocket.is_some() && listen.edge.proxy_protocol {
-            problems.push(ConfigProblem {
-                key: "listen.proxy_protocol".into(),
-                message: "not supported together with [tls.websocket] yet: terminate TLS at the \
-                          proxy, or turn one of them off"
-                    .into(),
-            });
-        }
         if !listen.control.ip().is_loopback() && !control.requires_auth() {
             problems.push(ConfigProblem {
                 key: "listen.control".into(),

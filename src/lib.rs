@@ -100,6 +100,9 @@ impl Node {
         loader: Option<reload::Loader>,
     ) -> Result<Node, StartError> {
         let running = config.clone();
+        // rustls is built with two providers (ring for the node's clients, aws-lc-rs for the
+        // listeners: src/tls.rs); clients that take the process default (Redis, reqwest) get ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // TLS first: a certificate that does not load stops the start before any port binds.
         let tls_for = |files: &Option<tls::TlsFiles>, which| -> Result<_, StartError> {
             files

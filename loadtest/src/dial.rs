@@ -15,8 +15,11 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The TLS client for `wss://` targets: servers are verified against `ca_file` (PEM) when
-/// given, else against the system's roots.
-pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// given, else against the system's roots; sessions are resumed only when `resume` says so.
+pub fn tls_config(
+    ca_file: Option<&Path>,
+    resume: bool,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
@@ -38,11 +41,13 @@ pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientCo
             }
         }
     }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
 }
 
 /// The `host:port` part of a URL.

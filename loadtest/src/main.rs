@@ -88,6 +88,11 @@ pub struct Common {
     /// system's roots).
     #[arg(long)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Let `wss://` connections resume TLS sessions from tickets earlier connections of this
+    /// process received (a reconnecting client's case). Off by default: every connection is a
+    /// distinct client with a full handshake, whatever the server's ticket policy.
+    #[arg(long)]
+    pub tls_resume: bool,
     /// Allow targets that are not loopback addresses (never in this project's tests: load only
     /// a server you run, on a network you may load).
     #[arg(long)]

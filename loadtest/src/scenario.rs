@@ -139,7 +139,7 @@ where
     }
     let addrs = Arc::new(addrs);
     let tls = if (0..common.connections.min(64)).any(|i| url_for(i).starts_with("wss://")) {
-        match crate::dial::tls_config(common.ca_file.as_deref()) {
+        match crate::dial::tls_config(common.ca_file.as_deref(), common.tls_resume) {
             Ok(c) => Some(c),
             Err(e) => {
                 result

@@ -245,3 +245,129 @@ fn tls_configuration_errors_name_their_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `wss://` client that first sends `prefix` (a PROXY header), in two writes split at `split`.
+async fn wss_behind_proxy(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    prefix: &[u8],
+    split: usize,
+) -> Result<Client, String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (first, rest) = prefix.split_at(split.min(prefix.len()));
+    stream.write_all(first).await.map_err(|e| e.to_string())?;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    stream.write_all(rest).await.map_err(|e| e.to_string())?;
+    tokio_tungstenite::client_async_tls_with_config(
+        format!("wss://{addr}/"),
+        stream,
+        None,
+        Some(tokio_tungstenite::Connector::Rustls(client_tls(ca))),
+    )
+    .await
+    .map(|(ws, _)| ws)
+    .map_err(|e| e.to_string())
+}
+
+/// A PROXY v2 header for a TCP4 client `src`:5555 → 127.0.0.1:443.
+fn proxy_v2(src: [u8; 4]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&5555u16.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+/// The sourceIp GetConnection reports for the only connection of `node` not in `known`.
+async fn newest_source_ip(node: &gangway::Node, known: &mut Vec<String>) -> String {
+    eventually("registered", || {
+        node.broker
+            .connection_ids()
+            .iter()
+            .any(|id| !known.contains(id))
+    })
+    .await;
+    let id = node
+        .broker
+        .connection_ids()
+        .into_iter()
+        .find(|id| !known.contains(id))
+        .expect("new connection");
+    known.push(id.clone());
+    let r = Control::of(node)
+        .request(reqwest::Method::GET, &format!("/@connections/{id}"), "")
+        .await;
+    r.json()["identity"]["sourceIp"]
+        .as_str()
+        .expect("sourceIp")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_before_tls_sets_the_client_from_trusted_peers_only() {
+    let dir = scratch_dir("tls-proxy");
+    let ca = TestCa::new(&dir, "proxy");
+    let tls = format!(
+        "{ECHO}[tls.websocket]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca.cert.display(),
+        ca.key.display()
+    );
+    let trusted = node(&format!(
+        "[listen]\ntrusted_proxies = [\"127.0.0.0/8\"]\nproxy_protocol = true\n{tls}"
+    ))
+    .await;
+    let mut known = Vec::new();
+
+    // v1 and v2 headers (v2 split across two packets) before the ClientHello.
+    let v1 = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 443\r\n";
+    let mut ws = wss_behind_proxy(trusted.websocket_addr, &ca.ca, v1, v1.len())
+        .await
+        .expect("v1");
+    assert_eq!(newest_source_ip(&trusted, &mut known).await, "198.51.100.9");
+    send_text(&mut ws, "over tls").await;
+    assert_eq!(next_message(&mut ws).await, Message::text("over tls"));
+    let v2 = proxy_v2([203, 0, 113, 7]);
+    let _ws2 = wss_behind_proxy(trusted.websocket_addr, &ca.ca, &v2, 10)
+        .await
+        .expect("v2, split");
+    assert_eq!(newest_source_ip(&trusted, &mut known).await, "203.0.113.7");
+
+    // A trusted peer that starts TLS without the header, or sends a broken one: refused.
+    assert!(wss(&trusted.websocket_addr.to_string(), &ca.ca)
+        .await
+        .is_err());
+    assert!(wss_behind_proxy(
+        trusted.websocket_addr,
+        &ca.ca,
+        b"PROXY TCP4 nonsense\r\n",
+        99
+    )
+    .await
+    .is_err());
+    assert_eq!(trusted.broker.connection_count(), 2);
+
+    // From an untrusted peer the header is not read: TLS sees garbage and fails; a plain TLS
+    // client is the TCP peer it is.
+    let untrusted = node(&format!(
+        "[listen]\ntrusted_proxies = [\"10.0.0.0/8\"]\nproxy_protocol = true\n{tls}"
+    ))
+    .await;
+    assert!(
+        wss_behind_proxy(untrusted.websocket_addr, &ca.ca, v1, v1.len())
+            .await
+            .is_err()
+    );
+    let _plain = wss(&untrusted.websocket_addr.to_string(), &ca.ca)
+        .await
+        .expect("untrusted peer, no header");
+    let mut known = Vec::new();
+    assert_eq!(newest_source_ip(&untrusted, &mut known).await, "127.0.0.1");
+    trusted.shutdown().await;
+    untrusted.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

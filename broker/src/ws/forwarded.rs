@@ -3,7 +3,9 @@
 //! from a peer in `[listen] trusted_proxies`, ignored from anyone else.
 //!
 //! Invariants: a PROXY header is read only from a trusted peer, within the handshake timeout
-//! and at most [`MAX_PROXY_HEADER`] bytes, and the bytes after it are the HTTP request's; for
+//! and at most [`MAX_PROXY_HEADER`] bytes, and the bytes after it are the HTTP request's (on a
+//! `wss://` listener, the TLS handshake's: there the header is peeked and exactly its bytes are
+//! consumed before TLS starts); for
 //! `X-Forwarded-For` the client is the rightmost hop that is not a trusted proxy (a client
 //! can prepend anything, but not what the proxies it went through appended).
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use ppp::{HeaderResult, PartialResult as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio::net::TcpStream;
 
 use crate::config::edge::{canonical, EdgeConfig};
 use crate::ws::handshake::HandshakeError;
@@ -50,6 +53,49 @@ async fn read_proxy_header_inner<S: AsyncRead + Unpin>(
             return Err(HandshakeError::Malformed("PROXY header too long".into()));
         }
     }
+}
+
+/// What a TLS listener learned before its handshake: PROXY headers come before TLS, so it reads
+/// them itself and the upgrade must not look for one again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BeforeUpgrade {
+    /// Nothing read yet: the upgrade reads a PROXY header if the peer must send one.
+    Nothing,
+    /// The PROXY header was read: its client address (`None` for `LOCAL`/`UNKNOWN`).
+    ProxyHeader(Option<IpAddr>),
+}
+
+/// Reads the PROXY header a trusted proxy sends before its TLS handshake, consuming exactly the
+/// header's bytes (peeked first, so nothing of the handshake is taken). A header split across
+/// packets is peeked again after a short pause, all within `timeout`.
+pub(crate) async fn read_proxy_header_before_tls(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Option<IpAddr>, HandshakeError> {
+    tokio::time::timeout(timeout, async {
+        let mut buf = vec![0u8; MAX_PROXY_HEADER + 1];
+        let mut seen = 0;
+        loop {
+            let n = stream.peek(&mut buf).await?;
+            if n == 0 {
+                return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            if let Some((client, used)) = parse_proxy_header(&buf[..n])? {
+                stream.read_exact(&mut buf[..used]).await?;
+                return Ok(client);
+            }
+            if n > MAX_PROXY_HEADER {
+                return Err(HandshakeError::Malformed("PROXY header too long".into()));
+            }
+            if n == seen {
+                // peek returns at once while anything is buffered: wait for the rest.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen = n;
+        }
+    })
+    .await
+    .unwrap_or(Err(HandshakeError::Timeout))
 }
 
 /// Parses a PROXY header at the start of `buf`: `Ok(None)` when more bytes are needed, else the

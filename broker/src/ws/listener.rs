@@ -14,6 +14,7 @@ use crate::conn::capacity::Held;
 use crate::conn::transport::{PlainTcp, Transport};
 use crate::integration::disconnect;
 use crate::state::NodeState;
+use crate::ws::forwarded::{self, BeforeUpgrade};
 use crate::ws::{access, session, upgrade};
 
 /// What a socket beyond `max_pending_handshakes` gets before it is closed.
@@ -48,16 +49,44 @@ pub(crate) async fn accept_loop(
                                 PlainTcp::new(stream),
                                 peer,
                                 upgrading,
+                                BeforeUpgrade::Nothing,
                             ));
                         }
                         Some(acceptor) => {
                             let acceptor = acceptor.clone();
                             state.connections.spawn(async move {
-                                let limit = Duration::from_secs(
-                                    s.config().limits.handshake_timeout_secs,
-                                );
-                                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls)) => serve_socket(s, tls, peer, upgrading).await,
+                                let config = s.config();
+                                let limit =
+                                    Duration::from_secs(config.limits.handshake_timeout_secs);
+                                // One deadline for the PROXY header and the TLS handshake.
+                                let deadline = tokio::time::Instant::now() + limit;
+                                let mut stream = stream;
+                                let mut before = BeforeUpgrade::Nothing;
+                                if config.edge.proxy_protocol && config.edge.trusts(peer.ip()) {
+                                    match forwarded::read_proxy_header_before_tls(
+                                        &mut stream,
+                                        limit,
+                                    )
+                                    .await
+                                    {
+                                        Ok(client) => before = BeforeUpgrade::ProxyHeader(client),
+                                        Err(e) => {
+                                            s.metrics
+                                                .handshakes_rejected_total
+                                                .with_label_values(&[e.reason()])
+                                                .inc();
+                                            tracing::debug!(%peer, error = %e, "PROXY header refused");
+                                            return;
+                                        }
+                                    }
+                                }
+                                drop(config);
+                                match tokio::time::timeout_at(deadline, acceptor.accept(stream))
+                                    .await
+                                {
+                                    Ok(Ok(tls)) => {
+                                        serve_socket(s, tls, peer, upgrading, before).await
+                                    }
                                     other => {
                                         s.metrics
                                             .handshakes_rejected_total
@@ -99,12 +128,14 @@ async fn serve_socket<T: Transport>(
     transport: T,
     peer: SocketAddr,
     upgrading: Held,
+    before: BeforeUpgrade,
 ) {
     // Everything the upgrade needed (request headers, buffers) is freed before the session
     // runs: only the connection record, its slot and the WebSocket stream outlive `open`.
     // Boxed: the upgrade's large future (it holds a backend call) lives on the heap only
     // while the upgrade runs, instead of widening every connection's task for its lifetime.
-    let Some(opened) = Box::pin(upgrade::open(&state, transport, peer, upgrading)).await else {
+    let Some(opened) = Box::pin(upgrade::open(&state, transport, peer, upgrading, before)).await
+    else {
         return;
     };
     let conn = opened.conn;
@@ -172,7 +203,13 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let upgrading = state.handshakes.try_take().expect("room");
-        let fut = serve_socket(Arc::clone(&state), PlainTcp::new(client), addr, upgrading);
+        let fut = serve_socket(
+            Arc::clone(&state),
+            PlainTcp::new(client),
+            addr,
+            upgrading,
+            BeforeUpgrade::Nothing,
+        );
         let size = std::mem::size_of_val(&fut);
         println!("connection task future: {size} bytes");
         assert!(size <= 1200, "connection future grew to {size} bytes");

@@ -59,6 +59,7 @@ pub(crate) async fn open<T: Transport>(
     mut stream: T,
     peer: SocketAddr,
     upgrading: Held,
+    before: forwarded::BeforeUpgrade,
 ) -> Option<Opened<T>> {
     let config = state.config.load_full();
     let limits = &config.limits;
@@ -79,7 +80,9 @@ pub(crate) async fn open<T: Transport>(
         }
         tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
     };
-    if edge.proxy_protocol && edge.trusts(peer.ip()) {
+    if let forwarded::BeforeUpgrade::ProxyHeader(client) = before {
+        peer_ip = client.unwrap_or(peer_ip);
+    } else if edge.proxy_protocol && edge.trusts(peer.ip()) {
         match forwarded::read_proxy_header(&mut stream, left()).await {
             Ok((client, rest)) => {
                 peer_ip = client.unwrap_or(peer_ip);
