@@ -189,6 +189,12 @@ async fn the_chat_sample_runs_as_lambda_functions_signed_with_environment_creden
             &lambda,
             &format!("{region}two_way = true\n"),
         ),
+        route(
+            "void",
+            "nothing",
+            &lambda,
+            &format!("{region}two_way = true\n"),
+        ),
         route("$default", "no-such-function", &lambda, &region),
     ]
     .concat();
@@ -227,7 +233,13 @@ async fn the_chat_sample_runs_as_lambda_functions_signed_with_environment_creden
         Message::text(r#"{"action": "echo", "n": 1} (live)"#)
     );
 
-    // A function that raises and a function that does not exist: AWS's error frame.
+    // A function that raises, one that returns no proxy result and one that does not exist:
+    // AWS's error frame.
+    send_text(&mut alice, r#"{"action": "void"}"#).await;
+    assert_eq!(
+        next_json(&mut alice).await["message"],
+        "Internal server error"
+    );
     send_text(&mut alice, r#"{"action": "boom"}"#).await;
     assert_eq!(
         next_json(&mut alice).await["message"],
@@ -273,6 +285,7 @@ async fn the_chat_sample_runs_as_lambda_functions_signed_with_environment_creden
         .iter()
         .any(|c| c["function"] == "echo" && c["qualifier"] == "live" && c["routeKey"] == "echo"));
     assert!(metric_count(&node, "boom", "function_error").await >= 1.0);
+    assert!(metric_count(&node, "void", "malformed_result").await >= 1.0);
     assert!(metric_count(&node, "$default", "service_error").await >= 1.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -272,6 +272,29 @@ async fn wss_behind_proxy(
     .map_err(|e| e.to_string())
 }
 
+/// A TCP relay in front of `upstream` that sends `header` and the client's first bytes (its
+/// ClientHello) in one write, as a TLS-passthrough balancer does; its address.
+async fn proxy_relay(upstream: std::net::SocketAddr, header: Vec<u8>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.expect("accept");
+        let mut server = tokio::net::TcpStream::connect(upstream)
+            .await
+            .expect("upstream");
+        let mut first = vec![0u8; 16 * 1024];
+        let n = client.read(&mut first).await.expect("client hello");
+        let mut packet = header;
+        packet.extend_from_slice(&first[..n]);
+        server.write_all(&packet).await.expect("write");
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    addr
+}
+
 /// A PROXY v2 header for a TCP4 client `src`:5555 → 127.0.0.1:443.
 fn proxy_v2(src: [u8; 4]) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -337,6 +360,15 @@ async fn a_proxy_header_before_tls_sets_the_client_from_trusted_peers_only() {
         .expect("v2, split");
     assert_eq!(newest_source_ip(&trusted, &mut known).await, "203.0.113.7");
 
+    // Header and ClientHello in one packet, through a relay: exactly the header is consumed.
+    let relay = proxy_relay(trusted.websocket_addr, proxy_v2([192, 0, 2, 44])).await;
+    let mut ws3 = wss_behind_proxy(relay, &ca.ca, b"", 0)
+        .await
+        .expect("one packet");
+    assert_eq!(newest_source_ip(&trusted, &mut known).await, "192.0.2.44");
+    send_text(&mut ws3, "relayed").await;
+    assert_eq!(next_message(&mut ws3).await, Message::text("relayed"));
+
     // A trusted peer that starts TLS without the header, or sends a broken one: refused.
     assert!(wss(&trusted.websocket_addr.to_string(), &ca.ca)
         .await
@@ -349,7 +381,7 @@ async fn a_proxy_header_before_tls_sets_the_client_from_trusted_peers_only() {
     )
     .await
     .is_err());
-    assert_eq!(trusted.broker.connection_count(), 2);
+    assert_eq!(trusted.broker.connection_count(), 3);
 
     // From an untrusted peer the header is not read: TLS sees garbage and fails; a plain TLS
     // client is the TCP peer it is.

@@ -5,12 +5,16 @@
 //! Invariants: credentials come from the SDK's standard chain (environment, shared profile
 //! files, web identity, container and instance metadata), resolved lazily on the first call and
 //! cached and refreshed by the SDK — never from Gangway's own config; calls run inside the
-//! node's [`Budget`] (permits, deadline, metrics); a function error (`X-Amz-Function-Error`) is
-//! an [`IntegrationError::Function`], a refusal by the Lambda service an
-//! [`IntegrationError::Service`], never an answer; payloads over `max_message_bytes` are
-//! refused. `$disconnect`'s result is ignored as on AWS — an invocation without a function
-//! error is a delivery, unless its result is a proxy result with a non-2xx `statusCode` (the
-//! handler said it failed, so the delivery is retried).
+//! node's [`Budget`] (permits, deadline, metrics); the SDK never retries an invocation (Invoke
+//! is not idempotent: one event, at most one run per attempt, as API Gateway does; `$disconnect`
+//! has its own retries); a function error (`X-Amz-Function-Error`) is an
+//! [`IntegrationError::Function`], a refusal by the Lambda service an
+//! [`IntegrationError::Service`], never an answer; answers over `max_message_bytes` are refused
+//! (after the SDK has read them: Lambda caps them at 6 MB); text from the function or the service
+//! reaches the logs escaped (an error message often quotes what a client sent). `$disconnect`'s
+//! result is ignored as on AWS — an invocation without a function error is a delivery, unless
+//! its result is a proxy result with a non-2xx `statusCode` (the handler said it failed, so the
+//! delivery is retried, as failed invocations are).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +53,8 @@ impl Shared {
     async fn sdk(&self) -> &aws_config::SdkConfig {
         self.sdk
             .get_or_init(|| async {
-                // The SDK's default HTTPS client would build aws-lc; Gangway's TLS is ring.
+                // The SDK's default HTTPS client would bring its own aws-lc set-up; the node's
+                // outbound TLS (webhooks, Redis, peers) is ring, and so is this.
                 let http = aws_smithy_http_client::Builder::new()
                     .tls_provider(tls::Provider::Rustls(
                         tls::rustls_provider::CryptoMode::Ring,
@@ -88,7 +93,8 @@ impl AwsLambda {
         self.client
             .get_or_init(|| async {
                 let sdk = self.shared.sdk().await;
-                let mut config = aws_sdk_lambda::config::Builder::from(sdk);
+                let mut config = aws_sdk_lambda::config::Builder::from(sdk)
+                    .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled());
                 if let Some(region) = &self.target.region {
                     config = config.region(aws_config::Region::new(region.clone()));
                 }
@@ -120,13 +126,15 @@ impl AwsLambda {
             .map_err(|e| match e {
                 SdkError::ServiceError(service) => {
                     let err = service.err();
-                    IntegrationError::Service(format!(
+                    IntegrationError::Service(bounded(&format!(
                         "{}: {}",
                         err.code().unwrap_or("unknown"),
                         err.message().unwrap_or("")
-                    ))
+                    )))
                 }
-                other => IntegrationError::Unreachable(DisplayErrorContext(&other).to_string()),
+                other => {
+                    IntegrationError::Unreachable(bounded(&DisplayErrorContext(&other).to_string()))
+                }
             })?;
         let payload = output.payload.map(Blob::into_inner).unwrap_or_default();
         let max = self.shared.budget.max_response_bytes;
@@ -174,7 +182,7 @@ fn invoked(body: Bytes) -> Answer {
 }
 
 /// `Unhandled: TypeError: boom` from a function error's kind and Lambda's error payload
-/// (`errorType`, `errorMessage`), bounded for logs.
+/// (`errorType`, `errorMessage`), escaped and bounded for logs.
 fn function_error(kind: &str, payload: &[u8]) -> String {
     let detail = serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
@@ -186,13 +194,23 @@ fn function_error(kind: &str, payload: &[u8]) -> String {
             )
         })
         .unwrap_or_else(|| "no error payload".to_string());
-    let mut s = format!("{kind}: {detail}");
-    if s.len() > 300 {
-        let mut end = 300;
-        while !s.is_char_boundary(end) {
-            end -= 1;
+    bounded(&format!("{kind}: {detail}"))
+}
+
+/// Text from outside (a function's error, the service's message) made safe for one log line:
+/// control characters and quotes escaped, at most 300 bytes.
+fn bounded(text: &str) -> String {
+    let mut s = String::with_capacity(text.len().min(300));
+    for c in text.chars() {
+        let escaped: String = if c.is_control() || c == '"' || c == '\\' {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if s.len() + escaped.len() > 300 {
+            break;
         }
-        s.truncate(end);
+        s.push_str(&escaped);
     }
     s
 }
@@ -238,5 +256,11 @@ mod tests {
         );
         let long = format!(r#"{{"errorMessage": "{}"}}"#, "é".repeat(400));
         assert!(function_error("Unhandled", long.as_bytes()).len() <= 300);
+        // A client's text quoted in an error cannot start a log line of its own.
+        let forged =
+            br#"{"errorType": "SyntaxError", "errorMessage": "bad \"x\nINFO forged line"}"#;
+        let line = function_error("Unhandled", forged);
+        assert!(!line.contains('\n'), "{line}");
+        assert_eq!(line, r#"Unhandled: SyntaxError: bad \"x\nINFO forged line"#);
     }
 }

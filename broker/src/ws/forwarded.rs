@@ -55,14 +55,17 @@ async fn read_proxy_header_inner<S: AsyncRead + Unpin>(
     }
 }
 
-/// What a TLS listener learned before its handshake: PROXY headers come before TLS, so it reads
-/// them itself and the upgrade must not look for one again.
+/// Whether the PROXY header question is still open when the upgrade starts. On a TLS listener
+/// the header comes before TLS, so the listener settles it (with the configuration in force at
+/// accept) and the upgrade never looks for one inside the decrypted stream — not even when a
+/// reload has turned `proxy_protocol` on meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BeforeUpgrade {
-    /// Nothing read yet: the upgrade reads a PROXY header if the peer must send one.
-    Nothing,
-    /// The PROXY header was read: its client address (`None` for `LOCAL`/`UNKNOWN`).
-    ProxyHeader(Option<IpAddr>),
+    /// Plain listener: the upgrade reads a PROXY header if the peer must send one.
+    Open,
+    /// Settled before TLS: the client address from a PROXY header, or `None` (no header was
+    /// expected, or it was `LOCAL`/`UNKNOWN`): the TCP peer.
+    Settled(Option<IpAddr>),
 }
 
 /// Reads the PROXY header a trusted proxy sends before its TLS handshake, consuming exactly the

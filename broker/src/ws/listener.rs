@@ -49,7 +49,7 @@ pub(crate) async fn accept_loop(
                                 PlainTcp::new(stream),
                                 peer,
                                 upgrading,
-                                BeforeUpgrade::Nothing,
+                                BeforeUpgrade::Open,
                             ));
                         }
                         Some(acceptor) => {
@@ -61,7 +61,7 @@ pub(crate) async fn accept_loop(
                                 // One deadline for the PROXY header and the TLS handshake.
                                 let deadline = tokio::time::Instant::now() + limit;
                                 let mut stream = stream;
-                                let mut before = BeforeUpgrade::Nothing;
+                                let mut before = BeforeUpgrade::Settled(None);
                                 if config.edge.proxy_protocol && config.edge.trusts(peer.ip()) {
                                     match forwarded::read_proxy_header_before_tls(
                                         &mut stream,
@@ -69,7 +69,7 @@ pub(crate) async fn accept_loop(
                                     )
                                     .await
                                     {
-                                        Ok(client) => before = BeforeUpgrade::ProxyHeader(client),
+                                        Ok(client) => before = BeforeUpgrade::Settled(client),
                                         Err(e) => {
                                             s.metrics
                                                 .handshakes_rejected_total
@@ -208,7 +208,7 @@ mod tests {
             PlainTcp::new(client),
             addr,
             upgrading,
-            BeforeUpgrade::Nothing,
+            BeforeUpgrade::Open,
         );
         let size = std::mem::size_of_val(&fut);
         println!("connection task future: {size} bytes");

@@ -80,7 +80,7 @@ pub(crate) async fn open<T: Transport>(
         }
         tracing::debug!(%peer, error = ?e.to_string(), "upgrade refused");
     };
-    if let forwarded::BeforeUpgrade::ProxyHeader(client) = before {
+    if let forwarded::BeforeUpgrade::Settled(client) = before {
         peer_ip = client.unwrap_or(peer_ip);
     } else if edge.proxy_protocol && edge.trusts(peer.ip()) {
         match forwarded::read_proxy_header(&mut stream, left()).await {
