@@ -53,6 +53,15 @@ async fn wss(addr: &str, ca: &std::path::Path) -> Result<Client, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
+    wss_over(stream, addr, ca).await
+}
+
+/// The TLS handshake and WebSocket upgrade over `stream` (connected to `addr`), trusting `ca`.
+async fn wss_over(
+    stream: tokio::net::TcpStream,
+    addr: &str,
+    ca: &std::path::Path,
+) -> Result<Client, String> {
     tokio_tungstenite::client_async_tls_with_config(
         format!("wss://{addr}/"),
         stream,
@@ -261,15 +270,7 @@ async fn wss_behind_proxy(
     stream.write_all(first).await.map_err(|e| e.to_string())?;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     stream.write_all(rest).await.map_err(|e| e.to_string())?;
-    tokio_tungstenite::client_async_tls_with_config(
-        format!("wss://{addr}/"),
-        stream,
-        None,
-        Some(tokio_tungstenite::Connector::Rustls(client_tls(ca))),
-    )
-    .await
-    .map(|(ws, _)| ws)
-    .map_err(|e| e.to_string())
+    wss_over(stream, &addr.to_string(), ca).await
 }
 
 /// A TCP relay in front of `upstream` that sends `header` and the client's first bytes (its

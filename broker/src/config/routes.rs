@@ -133,9 +133,11 @@ fn read_lambda(r: &mut Section<'_>) -> Option<LambdaTarget> {
         );
         return None;
     };
+    let mut arn_region = None;
     match parse_function_name(&function_name) {
         Err(e) => r.problem("function_name", format!("{e}: {function_name:?}")),
         Ok(parsed) => {
+            arn_region = parsed.region.map(str::to_string);
             if let (Some(a), Some(b)) = (parsed.qualifier, qualifier.as_deref()) {
                 if a != b {
                     r.problem(
@@ -168,9 +170,6 @@ fn read_lambda(r: &mut Section<'_>) -> Option<LambdaTarget> {
             r.problem("endpoint_url", format!("not a usable http(s) URL: {u:?}"));
         }
     }
-    let arn_region = parse_function_name(&function_name)
-        .ok()
-        .and_then(|p| p.region.map(str::to_string));
     Some(LambdaTarget {
         region: region.or(arn_region),
         function_name,
