@@ -48,7 +48,7 @@ pub use conn::connection::ConnectionInfo;
 pub use conn::id::{request_id, ConnectionId, InvalidConnectionId, NodeTag};
 pub use conn::op::Listed;
 pub use error::{BrokerError, ConnectionError};
-pub use fanout::FanOut;
+pub use fanout::{FanOut, Published};
 pub use integration::signature;
 
 use conn::capacity::Capacity;
@@ -125,6 +125,7 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         config: ArcSwap::from_pointee(config),
         registry: Registry::new(),
         channels: Channels::new(),
+        history: fanout::history::History::new(),
         listen_domain: OnceLock::new(),
         cluster: OnceLock::new(),
         routes: ArcSwap::from_pointee(routes),
@@ -398,31 +399,90 @@ impl Broker {
     }
 
     /// Sends `data` to every subscriber of `channel` (on every node) except `exclude`. The frame
-    /// is encoded once and shared; no subscriber is waited for. `recipients` counts this node's.
+    /// is encoded once and shared; no subscriber is waited for. `recipients` counts this node's;
+    /// a channel with history (`[[channels]]`) also answers the message's offset and epoch.
     pub async fn publish(
         &self,
         channel: &str,
         data: &[u8],
         exclude: Option<&str>,
-    ) -> Result<FanOut, ConnectionError> {
+    ) -> Result<Published, ConnectionError> {
         ops::check_channel(channel)?;
         ops::check_size(&self.state, data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
-        let mut fan = fan_out(
-            &self.state,
-            Audience::Channel(channel),
-            data,
-            exclude,
-            "publish",
-            true,
-        );
+        let mut published = fanout::publish(&self.state, channel, data, exclude, "publish", true);
         if let Some(c) = self.state.cluster() {
             if let Err(e) = c.publish(channel, exclude, data).await {
-                fan.cluster_failed = true;
+                published.fan.cluster_failed = true;
                 self.count_cluster_failure(&e);
             }
         }
-        Ok(fan)
+        Ok(published)
+    }
+
+    /// Up to `limit` of the messages `channel` keeps after offset `since`, oldest first, with
+    /// the channel's epoch and newest offset.
+    ///
+    /// # Errors
+    /// `InvalidChannel` for a bad name or a channel that keeps no history.
+    pub fn history(
+        &self,
+        channel: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, ConnectionError> {
+        ops::check_channel(channel)?;
+        let rule = self.history_rule(channel)?;
+        let h = &self.state.history;
+        let log = h.log(channel);
+        let page = h.lock(&log).page(since, limit, rule.history_ttl);
+        Ok(HistoryPage {
+            epoch: page.epoch.to_string(),
+            offset: page.head,
+            oldest: page.oldest,
+            items: page
+                .items
+                .into_iter()
+                .map(|e| HistoryItem {
+                    offset: e.offset,
+                    published_ms: e.published_ms,
+                    data: e.payload,
+                })
+                .collect(),
+            more: page.more,
+        })
+    }
+
+    /// Forgets what `channel` keeps (offsets go on; clients behind them are told they cannot
+    /// recover). Returns how many messages were dropped.
+    ///
+    /// # Errors
+    /// `InvalidChannel` for a bad name or a channel that keeps no history.
+    pub fn clear_history(&self, channel: &str) -> Result<usize, ConnectionError> {
+        ops::check_channel(channel)?;
+        self.history_rule(channel)?;
+        let n = self.state.history.clear(channel);
+        let (bytes, messages) = self.state.history.usage();
+        let m = &self.state.metrics;
+        m.history_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.history_messages
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+        Ok(n)
+    }
+
+    fn history_rule(&self, channel: &str) -> Result<config::ChannelRule, ConnectionError> {
+        self.state
+            .config()
+            .channels
+            .get(channel)
+            .filter(|r| r.keeps_history())
+            .cloned()
+            .ok_or_else(|| {
+                ConnectionError::InvalidChannel(format!(
+                    "channel {channel:?} keeps no history: no [[channels]] rule with a history_size covers it"
+                ))
+            })
     }
 
     /// Sends `data` to every connection on every node except `exclude`.
@@ -536,6 +596,32 @@ impl Broker {
             .await
             .map(|_| ())
     }
+}
+
+/// A page of a channel's history (see [`Broker::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// The channel's newest offset (0: nothing published in this epoch).
+    pub offset: u64,
+    /// The oldest offset still kept (`offset + 1` when none is).
+    pub oldest: u64,
+    /// The messages, oldest first.
+    pub items: Vec<HistoryItem>,
+    /// True when more messages follow the last item.
+    pub more: bool,
+}
+
+/// One kept message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was published (Unix milliseconds).
+    pub published_ms: i64,
+    /// The published bytes.
+    pub data: Bytes,
 }
 
 /// A page of `GET /@connections` (see [`Broker::list_connections`]).

@@ -57,6 +57,16 @@ pub struct Metrics {
     pub max_connections: IntGauge,
     /// `gangway_cluster_enabled`: 1 in cluster mode (so Redis alerts skip single nodes).
     pub cluster_enabled: IntGauge,
+    /// `gangway_history_bytes`: memory channel history takes, with bookkeeping.
+    pub history_bytes: IntGauge,
+    /// `gangway_history_messages`: messages channel history keeps.
+    pub history_messages: IntGauge,
+    /// `gangway_history_evicted_total`: kept messages dropped early to hold the node-wide
+    /// history bounds (`[limits] history_max_bytes`, `history_max_messages`).
+    pub history_evicted_total: IntCounter,
+    /// `gangway_recoveries_total{result}`: recoveries on reconnect (`recovered`, `lost`,
+    /// `no_history`, `not_subscribed`).
+    pub recoveries_total: IntCounterVec,
 }
 
 /// `gangway_outbound_dropped_total` reasons exported from the start.
@@ -91,7 +101,14 @@ const INTEGRATION_ERROR_KINDS: &[&str] = &[
     "service_error",
 ];
 /// `gangway_messages_sent_total` sources exported from the start.
-const SENT_SOURCES: &[&str] = &["route", "push", "publish", "broadcast", "gateway"];
+const SENT_SOURCES: &[&str] = &[
+    "route",
+    "push",
+    "publish",
+    "broadcast",
+    "gateway",
+    "recovery",
+];
 /// `gangway_cluster_dropped_total` reasons exported from the start.
 const CLUSTER_DROP_REASONS: &[&str] = &["inbox_full", "malformed", "too_large", "publish_failed"];
 
@@ -210,6 +227,26 @@ impl Metrics {
                 "1 when the node runs in cluster mode",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            history_bytes: IntGauge::new(
+                "gangway_history_bytes",
+                "Memory channel history takes on this node, bookkeeping included",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            history_messages: IntGauge::new(
+                "gangway_history_messages",
+                "Messages channel history keeps on this node",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            history_evicted_total: IntCounter::new(
+                "gangway_history_evicted_total",
+                "Kept messages dropped early to hold the node-wide history bounds",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            recoveries_total: counter_vec(
+                "gangway_recoveries_total",
+                "Recoveries on reconnect, by result",
+                &["result"],
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -233,6 +270,10 @@ impl Metrics {
             Box::new(m.messages_written_through_total.clone()),
             Box::new(m.max_connections.clone()),
             Box::new(m.cluster_enabled.clone()),
+            Box::new(m.history_bytes.clone()),
+            Box::new(m.history_messages.clone()),
+            Box::new(m.history_evicted_total.clone()),
+            Box::new(m.recoveries_total.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -249,6 +290,10 @@ impl Metrics {
         prime(&m.handshakes_rejected_total, REJECT_REASONS);
         prime(&m.cluster_dropped_total, CLUSTER_DROP_REASONS);
         prime(&m.messages_sent_total, SENT_SOURCES);
+        prime(
+            &m.recoveries_total,
+            &["recovered", "lost", "no_history", "not_subscribed"],
+        );
         for kind in ["request", "reply", "publish", "broadcast"] {
             let _ = m.cluster_messages_total.with_label_values(&["in", kind]);
         }

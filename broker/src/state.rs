@@ -18,6 +18,7 @@ use crate::conn::op::{ConnOp, OpOutcome};
 use crate::conn::registry::Registry;
 use crate::error::ConnectionError;
 use crate::fanout::channels::Channels;
+use crate::fanout::history::History;
 use crate::fanout::write_through::WriteThrough;
 use crate::integration::Routes;
 use crate::metrics::Metrics;
@@ -98,6 +99,8 @@ pub(crate) struct NodeState {
     pub(crate) node_tag: NodeTag,
     pub(crate) registry: Registry,
     pub(crate) channels: Channels,
+    /// Channel history kept on this node (single-node mode).
+    pub(crate) history: History,
     /// The cluster, when `[cluster] redis_url` is set.
     pub(crate) cluster: OnceLock<Arc<dyn ClusterLink>>,
     /// The routes in force, replaced with the configuration by a reload.

@@ -67,7 +67,21 @@ pub fn document() -> Value {
                         "channels": {"type": "array", "items": {"type": "string"}}}}},
                     "nextCursor": {"type": "string", "description": "absent on the last page"}},
                     "required": ["items"]},
-                "Recipients": {"type": "object", "properties": {"recipients": {"type": "integer"}}},
+                "Recipients": {"type": "object", "properties": {"recipients": {"type": "integer"},
+                    "offset": {"type": "integer", "description": "the message's offset (channels with history)"},
+                    "epoch": {"type": "string", "description": "the channel's epoch (channels with history)"},
+                    "cluster": {"type": "string", "enum": ["unavailable"]}}},
+                "History": {"type": "object", "properties": {
+                    "epoch": {"type": "string"},
+                    "offset": {"type": "integer", "description": "the channel's newest offset"},
+                    "oldest": {"type": "integer", "description": "the oldest offset still kept"},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "offset": {"type": "integer"},
+                        "publishedAt": {"type": "string", "format": "date-time"},
+                        "data": {"type": "string"},
+                        "binary": {"type": "boolean", "description": "data is base64"}}}},
+                    "next": {"type": "integer", "description": "since of the next page; absent on the last"}},
+                    "required": ["epoch", "offset", "oldest", "items"]},
                 "Subscribers": {"type": "object", "properties": {"subscribers": {"type": "integer"}}},
                 "BatchItem": {"type": "object", "properties": {
                     "connectionId": {"type": "string", "description": "push to this connection (or give channel)"},
@@ -78,6 +92,7 @@ pub fn document() -> Value {
                     "required": ["data"]},
                 "BatchResult": {"type": "object", "properties": {
                     "status": {"type": "integer"}, "recipients": {"type": "integer"},
+                    "offset": {"type": "integer"}, "epoch": {"type": "string"},
                     "error": {"type": "string"}, "message": {"type": "string"}}, "required": ["status"]}
             }
         }
@@ -107,6 +122,14 @@ fn parameters(path: &str, op: Op) -> Value {
                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
             params.push(json!({"name": "cursor", "in": "query", "required": false,
                 "description": "the nextCursor of the previous page", "schema": {"type": "string"}}));
+        }
+        Op::GetHistory => {
+            params.push(json!({"name": "since", "in": "query", "required": false,
+                "description": "answer the messages after this offset (default 0: all kept)",
+                "schema": {"type": "integer", "minimum": 0}}));
+            params.push(json!({"name": "limit", "in": "query", "required": false,
+                "description": "messages per page, 1-1000 (default 100)",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
         }
         Op::Publish | Op::Broadcast => params.push(json!({"name": "exclude", "in": "query",
             "required": false, "description": "a connection id not to send to",
@@ -190,6 +213,20 @@ fn responses(op: Op) -> Value {
         }
         Op::GetChannel => {
             r.insert("200".into(), ok(Some("Subscribers"), "subscriber count"));
+        }
+        Op::GetHistory => {
+            r.insert(
+                "200".into(),
+                ok(Some("History"), "a page of the channel's history"),
+            );
+        }
+        Op::DeleteHistory => {
+            r.insert(
+                "200".into(),
+                json!({"description": "forgotten",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "deleted": {"type": "integer"}}}}}}),
+            );
         }
         Op::DescribeNode => {
             r.insert(

@@ -25,6 +25,8 @@ pub enum ControlPath {
     ConnectionChannel(String, String),
     /// `@channels/{channel}`.
     Channel(String),
+    /// `@channels/{channel}/history`.
+    ChannelHistory(String),
     /// `@broadcast`.
     Broadcast,
     /// `@batch`.
@@ -79,6 +81,10 @@ fn at_path(rest: &[&str]) -> ControlPath {
         }
         [c, name] if at(c, "channels") => match decode(name) {
             Some(name) => ControlPath::Channel(name),
+            None => ControlPath::BadSegment("channel"),
+        },
+        [c, name, h] if at(c, "channels") && *h == "history" => match decode(name) {
+            Some(name) => ControlPath::ChannelHistory(name),
             None => ControlPath::BadSegment("channel"),
         },
         [b] if at(b, "broadcast") => ControlPath::Broadcast,

@@ -13,6 +13,7 @@ mod cluster;
 mod control_api;
 mod edge;
 mod fanout;
+mod history;
 mod lambda;
 mod limits;
 mod observability;

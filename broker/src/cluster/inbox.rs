@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::wire::Msg;
 use super::{keys, Cluster};
 use crate::conn::id::{ConnectionId, NodeTag};
-use crate::fanout::{fan_out, Audience};
+use crate::fanout::{self, fan_out, Audience};
 use crate::state::NodeState;
 
 fn bulk(v: &Value) -> Option<&[u8]> {
@@ -166,5 +166,13 @@ fn fan_in(
     count_in(state, kind);
     // Never write-through here: this runs on a runtime worker, which must not spend a long
     // fan-out in system calls while other connections wait for it.
-    fan_out(state, audience, payload, exclude, source, false);
+    match audience {
+        // The channel's rule applies here too (the JSON envelope is wrapped by each node).
+        Audience::Channel(name) => {
+            fanout::publish(state, name, payload, exclude, source, false);
+        }
+        Audience::Everyone => {
+            fan_out(state, audience, payload, exclude, source, false);
+        }
+    }
 }

@@ -70,6 +70,11 @@ pub struct LimitsConfig {
     /// Largest fan-out a quiet node writes straight to the sockets from the publishing thread
     /// (see `write_through`); 0 turns write-through off.
     pub write_through_max_recipients: usize,
+    /// `history_max_bytes`: memory all channels' history may take on this node, counted with
+    /// each message's bookkeeping (default 256 MiB); the oldest messages go first.
+    pub history_max_bytes: usize,
+    /// `history_max_messages`: messages all channels' history may keep on this node.
+    pub history_max_messages: usize,
 }
 
 /// `max_frame_bytes` when unset, unless `max_message_bytes` is lower (then that).
@@ -138,6 +143,8 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Li
         shutdown_grace_secs: r.uint("shutdown_grace_secs", 10, 0, 3_600),
         write_through_max_recipients: r.uint("write_through_max_recipients", 20_000, 0, 1 << 24)
             as usize,
+        history_max_bytes: r.uint("history_max_bytes", 256 << 20, 0, 1 << 40) as usize,
+        history_max_messages: r.uint("history_max_messages", 1_000_000, 0, 1 << 32) as usize,
     };
     r.finish();
     // The derived defaults always pass these checks: only values the user set can fail them.

@@ -13,6 +13,7 @@ use crate::selection::SelectionExpression;
 
 pub mod authorizer;
 mod builder;
+pub mod channels;
 mod cluster;
 pub mod edge;
 mod limits;
@@ -20,13 +21,21 @@ mod reader;
 mod routes;
 
 pub use builder::{unknown_sections, ConfigBuilder};
+pub use channels::{ChannelRule, ChannelRules, Envelope};
 pub use cluster::{fencing_fits, ClusterConfig, RedisMode, MIN_HEARTBEATS_PER_TTL};
 pub use limits::{LimitsConfig, SlowConsumerPolicy};
 pub use reader::Section;
 pub use routes::{IntegrationKind, LambdaTarget, ResponseFormat, RouteConfig};
 
 /// The sections of the configuration file that the data plane reads.
-pub const SECTIONS: &[&str] = &["api", "routes", "limits", "cluster", "authorizer"];
+pub const SECTIONS: &[&str] = &[
+    "api",
+    "routes",
+    "limits",
+    "cluster",
+    "authorizer",
+    "channels",
+];
 
 /// The data plane's configuration: `[api]`, `[routes]`, `[limits]` and `[cluster]` of the
 /// gateway's file (the TOML keys of the public contract, plus defaults). The file's other
@@ -49,6 +58,8 @@ pub struct Config {
     pub authorizer: Option<authorizer::AuthorizerConfig>,
     /// `[api] api_key_required` and `[[api.keys]]`.
     pub api_keys: ApiKeys,
+    /// `[[channels]]`: history, envelope and presence rules.
+    pub channels: ChannelRules,
 }
 
 /// `[api] api_key_required` and `[[api.keys]]`.
@@ -230,6 +241,15 @@ impl Config {
 
         let limits = limits::read(table, problems);
         let cluster = cluster::read(table, problems);
+        let channels = channels::read(table.get("channels"), problems);
+        if cluster.redis_url.is_some() && channels.iter().any(|r| r.keeps_history()) {
+            problems.push(ConfigProblem {
+                key: "channels".into(),
+                message: "history_size is not available in cluster mode yet in this version \
+                          (one node keeps history in memory; Redis-backed history is to come)"
+                    .into(),
+            });
+        }
 
         Config {
             api,
@@ -240,6 +260,7 @@ impl Config {
             edge: edge::EdgeConfig::default(),
             authorizer,
             api_keys,
+            channels,
         }
     }
 }

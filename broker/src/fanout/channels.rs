@@ -17,25 +17,7 @@ use dashmap::DashMap;
 use crate::conn::connection::Connection;
 use crate::conn::id::ConnectionId;
 
-/// Longest channel name, bytes.
-pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
-
-/// Checks a channel name: 1–128 characters of `A-Z a-z 0-9 - _ . : @ = +`.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_CHANNEL_NAME_BYTES {
-        return Err(format!(
-            "channel names are 1 to {MAX_CHANNEL_NAME_BYTES} characters long"
-        ));
-    }
-    if let Some(c) = name.chars().find(|c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@' | '=' | '+'))
-    }) {
-        return Err(format!(
-            "channel name {name:?} has {c:?}: use A-Z, a-z, 0-9 and - _ . : @ = +"
-        ));
-    }
-    Ok(())
-}
+pub use crate::config::channels::validate_channel_name as validate_name;
 
 /// Why a subscribe was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

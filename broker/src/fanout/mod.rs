@@ -10,6 +10,9 @@
 //!   only when the caller allows it (never on a runtime worker, e.g. a fan-out from Redis).
 
 pub mod channels;
+pub mod envelope;
+pub mod history;
+pub mod recovery;
 pub mod write_through;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 
+use crate::config::Envelope;
 use crate::conn::connection::Connection;
 use crate::conn::frame;
 use crate::conn::id::ConnectionId;
@@ -58,6 +62,18 @@ pub fn fan_out(
     allow_write_through: bool,
 ) -> FanOut {
     let frame = frame::text_or_binary(data);
+    fan_out_frame(state, audience, frame, exclude, source, allow_write_through)
+}
+
+/// As [`fan_out`], with the frame already encoded.
+fn fan_out_frame(
+    state: &NodeState,
+    audience: Audience<'_>,
+    frame: Bytes,
+    exclude: Option<ConnectionId>,
+    source: &'static str,
+    allow_write_through: bool,
+) -> FanOut {
     let count = match audience {
         Audience::Channel(name) => state.channels.subscriber_count(name),
         Audience::Everyone => state.registry.len(),
@@ -78,6 +94,112 @@ pub fn fan_out(
     }
     state.write_through.end(write_through);
     fan.finish(source)
+}
+
+/// What a publish did on this node: its fan-out, and where the message sits in the channel's
+/// history when the channel keeps one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// This node's fan-out.
+    pub fan: FanOut,
+    /// The message's offset (channels with history).
+    pub offset: Option<u64>,
+    /// The channel's epoch (channels with history).
+    pub epoch: Option<Arc<str>>,
+}
+
+/// Publishes `data` to this node's subscribers of `channel` but `exclude`, as the channel's
+/// rule says: raw, or in the JSON envelope; with history, the message gets the next offset
+/// and is kept (see [`history`] for the ordering this holds).
+pub fn publish(
+    state: &NodeState,
+    channel: &str,
+    data: &[u8],
+    exclude: Option<ConnectionId>,
+    source: &'static str,
+    allow_write_through: bool,
+) -> Published {
+    let config = state.config();
+    let audience = Audience::Channel(channel);
+    let Some(rule) = config.channels.get(channel) else {
+        let fan = fan_out(state, audience, data, exclude, source, allow_write_through);
+        return Published {
+            fan,
+            ..Published::default()
+        };
+    };
+    if !rule.keeps_history() {
+        let frame = match rule.envelope {
+            Envelope::None => frame::text_or_binary(data),
+            Envelope::Json => {
+                frame::encode(frame::OPCODE_TEXT, &envelope::message(channel, None, data))
+            }
+        };
+        let fan = fan_out_frame(state, audience, frame, exclude, source, allow_write_through);
+        return Published {
+            fan,
+            ..Published::default()
+        };
+    }
+    let h = &state.history;
+    let log = h.log(channel);
+    let mut locked = h.lock(&log);
+    let offset = locked.next_offset();
+    let epoch = locked.epoch();
+    let (frame, payload) = match rule.envelope {
+        Envelope::None => {
+            let frame = frame::text_or_binary(data);
+            let payload = frame.slice(frame.len() - data.len()..);
+            (frame, payload)
+        }
+        Envelope::Json => {
+            let at = history::Position {
+                offset,
+                epoch: &epoch,
+            };
+            let frame = frame::encode(
+                frame::OPCODE_TEXT,
+                &envelope::message(channel, Some(at), data),
+            );
+            (frame, Bytes::copy_from_slice(data))
+        }
+    };
+    let fan = fan_out_frame(
+        state,
+        audience,
+        frame.clone(),
+        exclude,
+        source,
+        allow_write_through,
+    );
+    let limits = &config.limits;
+    locked.append(
+        rule,
+        payload,
+        frame,
+        limits.history_max_bytes,
+        limits.history_max_messages,
+    );
+    drop(locked);
+    h.sweep(|name| {
+        config
+            .channels
+            .get(name)
+            .filter(|r| r.keeps_history())
+            .map(|r| r.history_ttl)
+    });
+    let m = &state.metrics;
+    let (bytes, messages) = h.usage();
+    m.history_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    m.history_messages
+        .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    m.history_evicted_total.inc_by(h.take_evicted() as u64);
+    Published {
+        fan,
+        offset: Some(offset),
+        epoch: Some(epoch),
+    }
 }
 
 fn for_each_recipient(state: &NodeState, audience: Audience<'_>, f: impl FnMut(&Arc<Connection>)) {

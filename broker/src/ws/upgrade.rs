@@ -20,6 +20,8 @@ use crate::conn::connection::Connection;
 use crate::conn::id::{request_id, ConnectionId};
 use crate::conn::transport::Transport;
 use crate::error::ConnectionError;
+use crate::fanout::history::Since;
+use crate::fanout::recovery;
 use crate::integration::event::{EventKind, EventSource};
 use crate::integration::{Call, IntegrationError};
 use crate::ops;
@@ -136,6 +138,28 @@ pub(crate) async fn open<T: Transport>(
         let _ = handshake::reject(&mut stream, 429, "Too Many Requests").await;
         return None;
     }
+    // `recover` values are checked before any backend hears of the connection.
+    let recover = match recovery::parse_recover(
+        request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        limits.max_channels_per_connection,
+    ) {
+        Ok(r) => r,
+        Err(message) => {
+            metrics
+                .handshakes_rejected_total
+                .with_label_values(&["malformed"])
+                .inc();
+            access::refused(
+                state,
+                client_ip,
+                request.header("user-agent"),
+                400,
+                "bad_recover",
+            );
+            let _ = handshake::reject(&mut stream, 400, &message).await;
+            return None;
+        }
+    };
     // The slot is taken before $connect, so slow handshakes cannot all pass the cap.
     let slot = match state.slots.try_take() {
         Some(slot) if !state.refuses_upgrades() => slot,
@@ -285,8 +309,9 @@ pub(crate) async fn open<T: Transport>(
         conn.outbox
             .request_close(close::SERVICE_RESTART, "Service Restart");
     }
-    // Channels named by $connect are live before the client's first message.
-    subscribe_all(state, &conn, &answer.channels).await;
+    // Channels named by $connect are live before the client's first message, each with what
+    // it missed when the client (or the backend) named where it stopped.
+    subscribe_all(state, &conn, answer.channels, recover).await;
     metrics.connections.inc();
     metrics.connections_opened_total.inc();
     tracing::debug!(connection_id = %conn.id_text, %peer, "connected");
@@ -307,25 +332,59 @@ pub(crate) async fn open<T: Transport>(
     })
 }
 
-/// Subscribes the channels a `$connect` answer named; one log line for all the refusals.
-async fn subscribe_all(state: &NodeState, conn: &Arc<Connection>, channels: &[String]) {
-    let mut refused: Vec<(&str, ConnectionError)> = Vec::new();
-    for channel in channels {
-        if let Err(e) = ops::subscribe(state, conn, channel).await {
-            refused.push((channel, e));
+/// Subscribes the channels a `$connect` answer named — recovering those the backend gave a
+/// `since` or the client a `recover` value (the backend's wins) — and tells the client about
+/// each `recover` for a channel it did not end up in; one log line for all the refusals.
+async fn subscribe_all(
+    state: &NodeState,
+    conn: &Arc<Connection>,
+    channels: Vec<ConnectChannel>,
+    mut recover: recovery::RecoverRequests,
+) {
+    let mut refused: Vec<(String, ConnectionError)> = Vec::new();
+    let of = channels.len();
+    for ConnectChannel { name, since } in channels {
+        let since = since.or_else(|| recover.remove(&name));
+        recover.remove(&name);
+        let done = match since {
+            Some(since) => recover_one(state, conn, &name, &since).await,
+            None => ops::subscribe(state, conn, &name).await,
+        };
+        if let Err(e) = done {
+            refused.push((name, e));
         }
+    }
+    let mut unsubscribed: Vec<&String> = recover.keys().collect();
+    unsubscribed.sort();
+    for name in unsubscribed {
+        recovery::refuse_unsubscribed(state, conn, name);
     }
     if let Some((first, error)) = refused.first() {
         // One line per answer, whatever it holds; names are the backend's, so escaped.
         tracing::warn!(
             connection_id = %conn.id_text,
             refused = refused.len(),
-            of = channels.len(),
+            of,
             first_channel = ?first,
             first_error = ?error.to_string(),
             "$connect channels not subscribed"
         );
     }
+}
+
+/// Subscribes `conn` to `name` with what it missed since `since`; live cluster-wide on return.
+async fn recover_one(
+    state: &NodeState,
+    conn: &Arc<Connection>,
+    name: &str,
+    since: &Since,
+) -> Result<(), ConnectionError> {
+    ops::check_channel(name)?;
+    recovery::subscribe_recovering(state, conn, name, since)?;
+    if let Some(c) = state.cluster() {
+        c.reconcile(name).await;
+    }
+    Ok(())
 }
 
 async fn run_connect(
@@ -399,8 +458,40 @@ fn merge_context(
 struct ConnectAnswer {
     /// `context` object: `requestContext.authorizer` of later events.
     context: Option<serde_json::Value>,
-    /// `channels`: names to subscribe before the first message.
-    channels: Vec<String>,
+    /// `channels`: names (or `{"name", "since": {"offset", "epoch"}}` objects) to subscribe
+    /// before the first message.
+    channels: Vec<ConnectChannel>,
+}
+
+/// One entry of a `$connect` answer's `channels`.
+#[derive(Debug, PartialEq)]
+struct ConnectChannel {
+    name: String,
+    /// Where the client stopped, as the backend says.
+    since: Option<Since>,
+}
+
+impl ConnectChannel {
+    /// A name, or an object with a `name` and maybe a valid `since`; anything else is skipped
+    /// (an invalid `since` subscribes without recovery).
+    fn parse(v: &serde_json::Value) -> Option<ConnectChannel> {
+        if let Some(name) = v.as_str() {
+            return Some(ConnectChannel {
+                name: name.to_string(),
+                since: None,
+            });
+        }
+        let name = v.get("name")?.as_str()?.to_string();
+        let since = v.get("since").and_then(|s| {
+            let offset = s.get("offset")?.as_u64()?;
+            let epoch = s.get("epoch")?.as_str()?;
+            recovery::valid_epoch(epoch).then(|| Since {
+                offset,
+                epoch: epoch.to_string(),
+            })
+        });
+        Some(ConnectChannel { name, since })
+    }
 }
 
 impl ConnectAnswer {
@@ -416,11 +507,7 @@ impl ConnectAnswer {
             channels: value
                 .get("channels")
                 .and_then(|c| c.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(ConnectChannel::parse).collect())
                 .unwrap_or_default(),
         }
     }
@@ -434,7 +521,14 @@ mod tests {
     fn context_and_channels_are_read_from_json_bodies_only() {
         let a = ConnectAnswer::parse(br#"{"context":{"user":"u1"},"channels":["a","b"]}"#);
         assert_eq!(a.context, Some(serde_json::json!({"user":"u1"})));
-        assert_eq!(a.channels, vec!["a", "b"]);
+        let names: Vec<&str> = a.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        let a = ConnectAnswer::parse(
+            br#"{"channels":["a",{"name":"b","since":{"offset":4,"epoch":"e1"}},{"name":"c","since":{"offset":-1,"epoch":"e"}},{"nope":1},7]}"#,
+        );
+        assert_eq!(a.channels.len(), 3);
+        assert_eq!(a.channels[1].since.as_ref().map(|s| s.offset), Some(4));
+        assert_eq!(a.channels[2].since, None);
         assert_eq!(ConnectAnswer::parse(b"ok"), ConnectAnswer::default());
         assert_eq!(ConnectAnswer::parse(br#"{"context":"str"}"#).context, None);
         assert_eq!(ConnectAnswer::parse(b""), ConnectAnswer::default());

@@ -102,11 +102,9 @@ pub async fn run(broker: &Broker, body: &[u8]) -> Result<Value, ApiError> {
                 exclude,
             }) => {
                 results[i] = match broker.publish(&channel, &data, exclude.as_deref()).await {
-                    Ok(fan) => {
-                        let mut r = json!({"status": 200, "recipients": fan.recipients});
-                        if fan.cluster_failed {
-                            r["cluster"] = "unavailable".into();
-                        }
+                    Ok(published) => {
+                        let mut r = super::published_json(&published);
+                        r["status"] = 200.into();
                         r
                     }
                     Err(e) => error_json(&ApiError::from(e)),

@@ -51,6 +51,10 @@ pub enum Op {
     Publish,
     /// Count a channel's subscribers.
     GetChannel,
+    /// Read a channel's history, a page at a time.
+    GetHistory,
+    /// Forget a channel's history.
+    DeleteHistory,
     /// Send to every connection.
     Broadcast,
     /// Several pushes and publishes in one request.
@@ -63,7 +67,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 18] = [
         Op::Health,
         Op::Ready,
         Op::Metrics,
@@ -76,6 +80,8 @@ impl Op {
         Op::Unsubscribe,
         Op::Publish,
         Op::GetChannel,
+        Op::GetHistory,
+        Op::DeleteHistory,
         Op::Broadcast,
         Op::Batch,
         Op::DescribeNode,
@@ -97,6 +103,8 @@ impl Op {
             Op::Unsubscribe => "Unsubscribe",
             Op::Publish => "Publish",
             Op::GetChannel => "GetChannel",
+            Op::GetHistory => "GetChannelHistory",
+            Op::DeleteHistory => "DeleteChannelHistory",
             Op::Broadcast => "Broadcast",
             Op::Batch => "Batch",
             Op::DescribeNode => "DescribeNode",
@@ -225,6 +233,18 @@ pub const ROUTES: &[RouteSpec] = &[
         "Count a channel's subscribers",
     ),
     route(
+        "GET",
+        "/@channels/{channel}/history",
+        Op::GetHistory,
+        "Read what a channel with history keeps, a page at a time, with its epoch and newest offset",
+    ),
+    route(
+        "DELETE",
+        "/@channels/{channel}/history",
+        Op::DeleteHistory,
+        "Forget what a channel keeps (offsets go on; clients behind them cannot recover)",
+    ),
+    route(
         "POST",
         "/@broadcast",
         Op::Broadcast,
@@ -278,6 +298,8 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         (ControlPath::ConnectionChannel(..), "DELETE") => Op::Unsubscribe,
         (ControlPath::Channel(_), "POST") => Op::Publish,
         (ControlPath::Channel(_), "GET") => Op::GetChannel,
+        (ControlPath::ChannelHistory(_), "GET") => Op::GetHistory,
+        (ControlPath::ChannelHistory(_), "DELETE") => Op::DeleteHistory,
         (ControlPath::Broadcast, "POST") => Op::Broadcast,
         (ControlPath::Batch, "POST") => Op::Batch,
         (ControlPath::Node, "GET") => Op::DescribeNode,
@@ -347,6 +369,12 @@ impl Op {
             (Op::GetChannel, ControlPath::Channel(channel)) => {
                 channels::count(call, &channel).await
             }
+            (Op::GetHistory, ControlPath::ChannelHistory(channel)) => {
+                channels::history(call, &channel)
+            }
+            (Op::DeleteHistory, ControlPath::ChannelHistory(channel)) => {
+                channels::clear_history(call, &channel)
+            }
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
             (Op::Batch, _) => batch::post(call).await,
             (Op::DescribeNode, _) => Ok(node::describe(call.broker)),
@@ -369,11 +397,26 @@ pub fn json_response(status: u16, body: String) -> HttpResponse {
 
 /// `{"recipients": N}`, plus `"cluster": "unavailable"` when other nodes could not be reached.
 pub fn fan_out_body(fan: &gangway_broker::FanOut) -> String {
+    fan_out_json(fan).to_string()
+}
+
+/// [`fan_out_body`] as a JSON value.
+pub fn fan_out_json(fan: &gangway_broker::FanOut) -> serde_json::Value {
     let mut body = serde_json::json!({ "recipients": fan.recipients });
     if fan.cluster_failed {
         body["cluster"] = "unavailable".into();
     }
-    body.to_string()
+    body
+}
+
+/// A publish's answer: [`fan_out_json`], plus `offset` and `epoch` on a channel with history.
+pub fn published_json(p: &gangway_broker::Published) -> serde_json::Value {
+    let mut body = fan_out_json(&p.fan);
+    if let (Some(offset), Some(epoch)) = (p.offset, &p.epoch) {
+        body["offset"] = offset.into();
+        body["epoch"] = epoch.as_ref().into();
+    }
+    body
 }
 
 #[cfg(test)]

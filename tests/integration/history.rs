@@ -1,0 +1,330 @@
+//! Channel history, the JSON envelope and recovery on reconnect, on one node, with real
+//! clients: offsets in publish answers, replay after a reconnect, every way a gap is lost, the
+//! history API and its refusals.
+
+use std::time::Duration;
+
+use crate::support::*;
+use futures_util::StreamExt;
+use reqwest::Method;
+use tokio_tungstenite::tungstenite::Message;
+
+/// `$connect` subscribes every client to `news:eu` and `plain`; `news:*` keeps 5 messages.
+const CONFIG: &str = r#"
+[routes."$connect"]
+integration = "mock"
+response = '{"channels":["news:eu","plain"]}'
+[[channels]]
+pattern = "news:*"
+history_size = 5
+envelope = "json"
+"#;
+
+async fn connect_to(node: &gangway::Node, query: &str) -> Client {
+    let (ws, _) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async(ws_url(node, &format!("/{query}"))),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    ws
+}
+
+/// Asserts nothing arrives on `ws` for a short while.
+async fn silent(ws: &mut Client) {
+    if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+        panic!("unexpected message {m:?}");
+    }
+}
+
+async fn publish(api: &Control, channel: &str, body: &str) -> serde_json::Value {
+    let r = api.publish(channel, "", body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Waits until `n` clients are subscribed to `channel`.
+async fn subscribers(node: &gangway::Node, channel: &str, n: usize) {
+    eventually("subscribed", || {
+        node.broker.local_subscriber_count(channel) == n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn offsets_envelope_and_recovery_after_a_reconnect() {
+    let node = node(CONFIG).await;
+    let api = Control::of(&node);
+    let mut a = connect_to(&node, "").await;
+    subscribers(&node, "news:eu", 1).await;
+
+    // Offsets start at 1 in a fresh epoch; subscribers get the envelope.
+    let first = publish(&api, "news:eu", r#"{"n":1}"#).await;
+    assert_eq!(first["offset"], 1);
+    assert_eq!(first["recipients"], 1);
+    let epoch = first["epoch"].as_str().expect("epoch").to_string();
+    assert_eq!(
+        next_json(&mut a).await,
+        serde_json::json!({"channel":"news:eu","offset":1,"epoch":epoch,"data":{"n":1}})
+    );
+    for n in 2..=3 {
+        assert_eq!(
+            publish(&api, "news:eu", &format!("text {n}")).await["offset"],
+            n
+        );
+        let m = next_json(&mut a).await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"].as_str()),
+            (Some(n), Some(format!("text {n}").as_str()))
+        );
+    }
+    // A channel no rule covers is as before: raw payloads, no offsets.
+    let plain = publish(&api, "plain", "raw").await;
+    assert!(plain.get("offset").is_none(), "{plain}");
+    assert_eq!(next_message(&mut a).await, Message::text("raw"));
+
+    // The client drops; two messages are published while it is away.
+    drop(a);
+    subscribers(&node, "news:eu", 0).await;
+    for n in 4..=5 {
+        publish(&api, "news:eu", &format!("text {n}")).await;
+    }
+    let mut b = connect_to(&node, &format!("?recover=news:eu:3:{epoch}")).await;
+    for n in 4..=5 {
+        assert_eq!(next_json(&mut b).await["offset"], n);
+    }
+    // Then live, no gap, no duplicate.
+    publish(&api, "news:eu", "text 6").await;
+    assert_eq!(next_json(&mut b).await["offset"], 6);
+    silent(&mut b).await;
+
+    // At the head: nothing to replay, nothing said.
+    let mut c = connect_to(&node, &format!("?recover=news:eu:6:{epoch}")).await;
+    silent(&mut c).await;
+
+    // Trimmed (5 kept: 2..=6), beyond the head, another epoch: told first, then live.
+    for query in [
+        format!("?recover=news:eu:0:{epoch}"),
+        format!("?recover=news:eu:9:{epoch}"),
+        "?recover=news:eu:3:000000000000".to_string(),
+    ] {
+        let mut d = connect_to(&node, &query).await;
+        let notice = next_json(&mut d).await;
+        assert_eq!(
+            notice,
+            serde_json::json!({"type":"recovery","channel":"news:eu","recovered":false,"epoch":epoch,"offset":6}),
+            "{query}"
+        );
+        silent(&mut d).await;
+    }
+
+    // A channel the client was not subscribed to: told so, nothing of the channel leaks.
+    publish(&api, "news:us", "secret").await;
+    let mut e = connect_to(&node, "?recover=news:us:0:abc").await;
+    let notice = next_json(&mut e).await;
+    assert_eq!(notice["recovered"], false);
+    assert_eq!(notice["reason"], "not subscribed");
+    assert!(notice.get("epoch").is_none(), "{notice}");
+    silent(&mut e).await;
+    // A channel without history: told so.
+    let mut f = connect_to(&node, "?recover=plain:3:abc").await;
+    assert_eq!(next_json(&mut f).await["reason"], "no history");
+
+    // Batch publishes get offsets too.
+    let r = api
+        .batch(r#"[{"channel":"news:eu","data":"batched"},{"channel":"plain","data":"x"}]"#)
+        .await;
+    let results = r.json()["results"].clone();
+    assert_eq!(results[0]["offset"], 7);
+    assert_eq!(results[0]["epoch"], epoch.as_str());
+    assert!(results[1].get("offset").is_none());
+}
+
+#[tokio::test]
+async fn malformed_recover_values_are_refused_before_connect() {
+    let node = node(CONFIG).await;
+    for query in [
+        "?recover=news:eu",
+        "?recover=news:eu:x:abc",
+        "?recover=news:eu:-1:abc",
+        "?recover=news:eu:1:bad%20epoch",
+        "?recover=bad%20name:1:abc",
+        "?recover=news:eu:1:a&recover=news:eu:2:a",
+        "?recover=news:eu:99999999999999999999999:abc",
+    ] {
+        match tokio_tungstenite::connect_async(ws_url(&node, &format!("/{query}"))).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 400, "{query}")
+            }
+            other => panic!("{query}: expected 400, got {other:?}"),
+        }
+    }
+    let too_many: String = (0..101).map(|i| format!("&recover=c{i}:1:e")).collect();
+    match tokio_tungstenite::connect_async(ws_url(&node, &format!("/?x=1{too_many}"))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 400),
+        other => panic!("expected 400, got {other:?}"),
+    }
+    assert_eq!(node.broker.connection_count(), 0);
+    // A well-formed one still passes.
+    let _ok = connect_to(&node, "?recover=news:eu:0:abc").await;
+}
+
+#[tokio::test]
+async fn history_api_pages_refuses_bad_queries_and_forgets() {
+    let node = node(CONFIG).await;
+    let api = Control::of(&node);
+    for n in 1..=7 {
+        publish(&api, "news:eu", &format!("m{n}")).await;
+    }
+    publish(&api, "news:eu", "\u{1F600}").await;
+    let r = api
+        .request(Method::POST, "/@channels/news:eu", vec![0xffu8, 0x00])
+        .await;
+    assert_eq!(r.json()["offset"], 9);
+    let page = api
+        .request(
+            Method::GET,
+            "/@channels/news:eu/history?since=5&limit=2",
+            "",
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let p = page.json();
+    assert_eq!(
+        (p["offset"].as_u64(), p["oldest"].as_u64()),
+        (Some(9), Some(5))
+    );
+    let offsets: Vec<u64> = p["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["offset"].as_u64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, vec![6, 7]);
+    assert_eq!(p["items"][0]["data"], "m6");
+    assert_eq!(p["next"], 7);
+    let last = api
+        .request(Method::GET, "/@channels/news:eu/history?since=7", "")
+        .await
+        .json();
+    assert_eq!(last["items"][0]["data"], "\u{1F600}");
+    assert_eq!(last["items"][1]["data"], "/wA=");
+    assert_eq!(last["items"][1]["binary"], true);
+    assert!(last.get("next").is_none());
+
+    for (query, why) in [
+        ("?limit=5000", "limit"),
+        ("?limit=0", "limit"),
+        ("?since=abc", "since"),
+        ("?since=-1", "since"),
+        ("?since=10", "beyond"),
+    ] {
+        let r = api
+            .request(
+                Method::GET,
+                &format!("/@channels/news:eu/history{query}"),
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert!(r.body.contains(why), "{query}: {}", r.body);
+    }
+    let r = api
+        .request(Method::GET, "/@channels/plain/history", "")
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("keeps no history"), "{}", r.body);
+    let r = api
+        .request(Method::GET, "/@channels/bad%20name/history", "")
+        .await;
+    assert_eq!(r.status, 400);
+
+    let r = api
+        .request(Method::DELETE, "/@channels/news:eu/history", "")
+        .await;
+    assert_eq!(r.json()["deleted"], 5);
+    let p = api
+        .request(Method::GET, "/@channels/news:eu/history", "")
+        .await
+        .json();
+    assert_eq!(p["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        (p["offset"].as_u64(), p["oldest"].as_u64()),
+        (Some(9), Some(10))
+    );
+    // The offsets go on; a client behind them is told it cannot recover.
+    assert_eq!(publish(&api, "news:eu", "m10").await["offset"], 10);
+    let epoch = p["epoch"].as_str().expect("epoch");
+    let mut c = connect_to(&node, &format!("?recover=news:eu:8:{epoch}")).await;
+    assert_eq!(next_json(&mut c).await["recovered"], false);
+    // The metrics count what is kept and the recoveries.
+    let metrics = http()
+        .get(format!("{}/metrics", control_url(&node)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("gangway_history_messages 1"), "{metrics}");
+    assert!(
+        metrics.contains("gangway_recoveries_total{result=\"lost\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn expired_history_cannot_be_recovered() {
+    let node = node(
+        "[routes.\"$connect\"]\nintegration = \"mock\"\nresponse = '{\"channels\":[\"t\"]}'\n\
+         [[channels]]\npattern = \"t\"\nhistory_size = 10\nhistory_ttl_secs = 1\n",
+    )
+    .await;
+    let api = Control::of(&node);
+    let epoch = publish(&api, "t", "old").await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_string();
+    publish(&api, "t", "newer").await;
+    let mut fresh = connect_to(&node, &format!("?recover=t:1:{epoch}")).await;
+    // envelope "none": the replay is the raw payload.
+    assert_eq!(next_message(&mut fresh).await, Message::text("newer"));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut late = connect_to(&node, &format!("?recover=t:1:{epoch}")).await;
+    let notice = next_json(&mut late).await;
+    assert_eq!(notice["recovered"], false);
+}
+
+#[tokio::test]
+async fn the_connect_backend_can_name_where_the_client_stopped() {
+    let epoch = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::clone(&epoch);
+    let backend = Backend::with(move |call, _| {
+        if call.event_type() == "CONNECT" {
+            let e = seen.lock().expect("lock").clone();
+            Reply::ok(format!(
+                r#"{{"channels":[{{"name":"news:eu","since":{{"offset":2,"epoch":"{e}"}}}}]}}"#
+            ))
+        } else {
+            Reply::ok("")
+        }
+    })
+    .await;
+    let node = node(&format!(
+        "[routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+         [[channels]]\npattern = \"news:*\"\nhistory_size = 5\nenvelope = \"json\"\n",
+        backend.url("/connect")
+    ))
+    .await;
+    let api = Control::of(&node);
+    for n in 1..=3 {
+        let r = publish(&api, "news:eu", &format!("m{n}")).await;
+        *epoch.lock().expect("lock") = r["epoch"].as_str().expect("epoch").to_string();
+    }
+    // The backend's `since` wins over the client's.
+    let e = epoch.lock().expect("lock").clone();
+    let mut c = connect_to(&node, &format!("?recover=news:eu:0:{e}")).await;
+    assert_eq!(next_json(&mut c).await["offset"], 3);
+    silent(&mut c).await;
+}
