@@ -1,10 +1,10 @@
 //! `gangway-loadtest`: drives a real WebSocket server over real sockets and reports what it saw.
 //!
 //! Scenarios: `connect` (ramp and hold), `echo` (round trips through an echoing route),
-//! `fanout` (subscribers on channels, publishes over HTTP) and `direct` (pushes to connection
-//! ids). URLs are templates — `{channel}` and `{i}` in the WebSocket URL, `{channel}` in the
-//! publish URL, `{id}` in the push URL — so the same workload runs against Gangway or another
-//! server (nchan, a Node `ws` server). Every message carries a sequence number and a send
+//! `fanout` (subscribers on channels, publishes over HTTP), `direct` (pushes to connection
+//! ids) and `recovery` (subscribers reconnecting with `recover=` under churn). URLs are
+//! templates — `{channel}` and `{i}` in the WebSocket URL, `{channel}` in the publish URL,
+//! `{id}` in the push URL — so the same workload runs against Gangway or another server (nchan, a Node `ws` server). Every message carries a sequence number and a send
 //! timestamp. Every run is bounded in count and time and stops by itself; targets must be
 //! loopback addresses.
 
@@ -12,6 +12,7 @@ mod backend;
 mod chaos;
 mod dial;
 mod publish;
+mod recovery;
 mod reference;
 mod report;
 mod scenario;
@@ -44,6 +45,9 @@ enum Scenario {
     Fanout(FanoutArgs),
     /// Pushes to individual connection ids through HTTP (needs --backend-listen).
     Direct(DirectArgs),
+    /// Subscribers on channels with history drop and reconnect at random while publishing goes
+    /// on; counts expected, delivered, lost, duplicated and out-of-order messages.
+    Recovery(recovery::RecoveryArgs),
     /// Run the raw one-write-per-socket reference server (for side-by-side comparisons).
     Reference(ReferenceArgs),
     /// Start Redis and three gangway nodes, churn clients and pushes, inject faults, and check
@@ -330,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Scenario::Recovery(a) => return recovery::run(a).await,
         Scenario::Reference(a) => {
             if !a.websocket.ip().is_loopback() || !a.publish.ip().is_loopback() {
                 bail!("the reference server listens on loopback addresses only");
