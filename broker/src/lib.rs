@@ -410,6 +410,23 @@ impl Broker {
         ops::check_channel(channel)?;
         ops::check_size(&self.state, data)?;
         let exclude = exclude.map(ConnectionId::parse).transpose()?;
+        if let Some(c) = self.state.cluster() {
+            let config = self.state.config.load_full();
+            if let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) {
+                // Redis assigns the offset and sends the message to every interested node,
+                // this one included, so every node delivers in offset order. Without Redis
+                // there is no offset to give: the publish fails rather than skip one.
+                let (offset, epoch) = c.publish_history(channel, exclude, data, rule).await?;
+                return Ok(Published {
+                    fan: FanOut {
+                        recipients: self.state.channels.subscriber_count(channel),
+                        ..FanOut::default()
+                    },
+                    offset: Some(offset),
+                    epoch: Some(Arc::from(epoch)),
+                });
+            }
+        }
         let mut published = fanout::publish(&self.state, channel, data, exclude, "publish", true);
         if let Some(c) = self.state.cluster() {
             if let Err(e) = c.publish(channel, exclude, data).await {
@@ -421,11 +438,12 @@ impl Broker {
     }
 
     /// Up to `limit` of the messages `channel` keeps after offset `since`, oldest first, with
-    /// the channel's epoch and newest offset.
+    /// the channel's epoch and newest offset (from Redis in cluster mode).
     ///
     /// # Errors
-    /// `InvalidChannel` for a bad name or a channel that keeps no history.
-    pub fn history(
+    /// `InvalidChannel` for a bad name or a channel that keeps no history; `Unavailable` when
+    /// Redis does not answer.
+    pub async fn history(
         &self,
         channel: &str,
         since: u64,
@@ -433,6 +451,35 @@ impl Broker {
     ) -> Result<HistoryPage, ConnectionError> {
         ops::check_channel(channel)?;
         let rule = self.history_rule(channel)?;
+        if let Some(c) = self.state.cluster() {
+            let f = c
+                .fetch_history(channel, since, limit.saturating_add(1), rule.history_ttl)
+                .await?;
+            let oldest_fresh = chrono::Utc::now()
+                .timestamp_millis()
+                .saturating_sub(i64::try_from(rule.history_ttl.as_millis()).unwrap_or(i64::MAX));
+            let fresh: Vec<_> = f
+                .items
+                .into_iter()
+                .filter(|i| i.published_ms >= oldest_fresh)
+                .collect();
+            let more = fresh.len() > limit;
+            return Ok(HistoryPage {
+                epoch: f.epoch,
+                offset: f.head,
+                oldest: fresh.first().map_or(f.first.max(since + 1), |i| i.offset),
+                items: fresh
+                    .into_iter()
+                    .take(limit)
+                    .map(|i| HistoryItem {
+                        offset: i.offset,
+                        published_ms: i.published_ms,
+                        data: i.payload,
+                    })
+                    .collect(),
+                more,
+            });
+        }
         let h = &self.state.history;
         let log = h.log(channel);
         let page = h.lock(&log).page(since, limit, rule.history_ttl);
@@ -457,10 +504,14 @@ impl Broker {
     /// recover). Returns how many messages were dropped.
     ///
     /// # Errors
-    /// `InvalidChannel` for a bad name or a channel that keeps no history.
-    pub fn clear_history(&self, channel: &str) -> Result<usize, ConnectionError> {
+    /// `InvalidChannel` for a bad name or a channel that keeps no history; `Unavailable` when
+    /// Redis does not answer.
+    pub async fn clear_history(&self, channel: &str) -> Result<usize, ConnectionError> {
         ops::check_channel(channel)?;
         self.history_rule(channel)?;
+        if let Some(c) = self.state.cluster() {
+            return c.clear_history(channel).await;
+        }
         let n = self.state.history.clear(channel);
         let (bytes, messages) = self.state.history.usage();
         let m = &self.state.metrics;

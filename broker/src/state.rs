@@ -86,6 +86,29 @@ pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
         &'a self,
         channel: &'a str,
     ) -> BoxFuture<'a, Result<u64, ConnectionError>>;
+    /// Publishes to a channel with history through Redis, which assigns the offset and sends
+    /// the message to every node interested, this one included: its offset and epoch.
+    fn publish_history<'a>(
+        &'a self,
+        channel: &'a str,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+        rule: &'a crate::config::ChannelRule,
+    ) -> BoxFuture<'a, Result<(u64, String), ConnectionError>>;
+    /// Up to `limit` messages `channel` keeps after offset `after` (messages older than `ttl`
+    /// included: the caller judges them).
+    fn fetch_history<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+        limit: usize,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<crate::fanout::history::Fetched, ConnectionError>>;
+    /// Forgets what `channel` keeps; how many messages it held.
+    fn clear_history<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<usize, ConnectionError>>;
     /// Leaves the cluster (a drained node): its keys are removed, its tasks stop.
     fn leave(&self) -> BoxFuture<'_, ()>;
 }

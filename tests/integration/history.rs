@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 const CONFIG: &str = r#"
 [routes."$connect"]
 integration = "mock"
-response = '{"channels":["news:eu","plain"]}'
+response = '{"channels":["news:eu","news:1","news:2","news:3","news:4","plain"]}'
 [[channels]]
 pattern = "news:*"
 history_size = 5
@@ -327,4 +327,154 @@ async fn the_connect_backend_can_name_where_the_client_stopped() {
     let mut c = connect_to(&node, &format!("?recover=news:eu:0:{e}")).await;
     assert_eq!(next_json(&mut c).await["offset"], 3);
     silent(&mut c).await;
+}
+
+const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
+
+async fn history_node(redis: &RedisServer, id: &str) -> gangway::Node {
+    let n = node(&format!(
+        "{CONFIG}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
+        redis.url()
+    ))
+    .await;
+    eventually("joined", || joined(&n)).await;
+    n
+}
+
+/// Offsets from the JSON envelopes on `ws` until `n` arrived.
+async fn offsets(ws: &mut Client, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.push(next_json(ws).await["offset"].as_u64().expect("offset"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_keep_history_in_redis_and_recover_anywhere() {
+    let mut redis = RedisServer::start();
+    let a = history_node(&redis, "h-a").await;
+    let b = history_node(&redis, "h-b").await;
+    let c = history_node(&redis, "h-c").await;
+    let (via_a, via_b) = (Control::of(&a), Control::of(&b));
+    let first = publish(&via_a, "news:eu", "warm-up").await;
+    assert_eq!(first["offset"], 1);
+    let epoch = first["epoch"].as_str().expect("epoch").to_string();
+
+    // One subscriber per node, each starting after offset 1.
+    let mut subs = Vec::new();
+    for n in [&a, &b, &c] {
+        subs.push(connect_to(n, &format!("?recover=news:eu:1:{epoch}")).await);
+    }
+    // Publishes from two nodes at once: every node delivers offsets 2..=21 in order.
+    let (pa, pb) = (via_a.clone(), via_b.clone());
+    let from_a = tokio::spawn(async move {
+        for n in 0..10 {
+            publish(&pa, "news:eu", &format!("a{n}")).await;
+        }
+    });
+    let from_b = tokio::spawn(async move {
+        for n in 0..10 {
+            publish(&pb, "news:eu", &format!("b{n}")).await;
+        }
+    });
+    from_a.await.expect("a");
+    from_b.await.expect("b");
+    for ws in &mut subs {
+        assert_eq!(offsets(ws, 20).await, (2..=21).collect::<Vec<u64>>());
+    }
+
+    // The client on C drops; two publishes through A while it is away; it comes back to C
+    // and gets them, then live ones, once.
+    let away = subs.pop().expect("c's client");
+    drop(away);
+    eventually("left", || c.broker.local_subscriber_count("news:eu") == 0).await;
+    publish(&via_a, "news:eu", "missed 1").await;
+    publish(&via_b, "news:eu", "missed 2").await;
+    let mut back = connect_to(&c, &format!("?recover=news:eu:21:{epoch}")).await;
+    assert_eq!(offsets(&mut back, 2).await, vec![22, 23]);
+    publish(&via_a, "news:eu", "live").await;
+    assert_eq!(offsets(&mut back, 1).await, vec![24]);
+    silent(&mut back).await;
+
+    // Trimmed (5 kept: 20..=24) and unknown epochs: told, from any node.
+    let mut trimmed = connect_to(&b, &format!("?recover=news:eu:3:{epoch}")).await;
+    let notice = next_json(&mut trimmed).await;
+    assert_eq!(
+        (notice["recovered"].as_bool(), notice["offset"].as_u64()),
+        (Some(false), Some(24))
+    );
+
+    // The history API answers from Redis through any node.
+    let page = via_b
+        .request(
+            Method::GET,
+            "/@channels/news:eu/history?since=21&limit=2",
+            "",
+        )
+        .await
+        .json();
+    assert_eq!(
+        (page["offset"].as_u64(), page["next"].as_u64()),
+        (Some(24), Some(23))
+    );
+    assert_eq!(page["items"][0]["data"], "missed 1");
+    let r = Control::of(&c)
+        .request(Method::DELETE, "/@channels/news:eu/history", "")
+        .await;
+    assert_eq!(r.json()["deleted"], 5);
+
+    // Redis comes back empty: the epoch changes, and a client of the old one is told.
+    redis.restart_empty();
+    for n in [&a, &b, &c] {
+        eventually("rejoined", || joined(n)).await;
+    }
+    let mut late = connect_to(&c, &format!("?recover=news:eu:24:{epoch}")).await;
+    let notice = next_json(&mut late).await;
+    assert_eq!(notice["recovered"], false);
+    let new_epoch = notice["epoch"].as_str().expect("epoch").to_string();
+    assert_ne!(new_epoch, epoch);
+    assert_eq!(notice["offset"], 0);
+    let r = publish(&via_a, "news:eu", "new era").await;
+    assert_eq!(
+        (r["offset"].as_u64(), r["epoch"].as_str()),
+        (Some(1), Some(new_epoch.as_str()))
+    );
+    let m = next_json(&mut late).await;
+    assert_eq!(
+        (m["offset"].as_u64(), m["data"].as_str()),
+        (Some(1), Some("new era"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_works_over_a_redis_cluster() {
+    let servers = RedisClusterServers::start();
+    let urls = servers.urls();
+    let mut nodes = Vec::new();
+    for name in ["hc-a", "hc-b"] {
+        let n = node(&format!(
+            "{CONFIG}\n[cluster]\nmode = \"redis-cluster\"\nredis_url = \"{}\"\nseed_urls = [\"{}\", \"{}\"]\nnode_id = \"{name}\"\n{FAST}",
+            urls[0], urls[1], urls[2]
+        ))
+        .await;
+        eventually("joined", || joined(&n)).await;
+        nodes.push(n);
+    }
+    // Channels on different shards: each script runs on its channel's shard and SPUBLISHes.
+    for ch in ["news:1", "news:2", "news:3", "news:4"] {
+        let api = Control::of(&nodes[0]);
+        let first = publish(&api, ch, "one").await;
+        let epoch = first["epoch"].as_str().expect("epoch").to_string();
+        let mut live = connect_to(&nodes[1], &format!("?recover={ch}:1:{epoch}")).await;
+        eventually("subscribed", || {
+            nodes[1].broker.local_subscriber_count(ch) == 1
+        })
+        .await;
+        publish(&api, ch, "two").await;
+        drop(live);
+        publish(&api, ch, "three").await;
+        live = connect_to(&nodes[1], &format!("?recover={ch}:1:{epoch}")).await;
+        assert_eq!(offsets(&mut live, 2).await, vec![2, 3], "{ch}");
+    }
 }

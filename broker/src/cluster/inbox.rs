@@ -93,6 +93,26 @@ fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
             count_in(state, "reply");
             cluster.calls.answer_count(req_id, count);
         }
+        Msg::HistoryPublish {
+            origin: _,
+            channel,
+            exclude,
+            payload,
+            epoch,
+            offset,
+        } => {
+            // The publisher's own messages come back too: Redis's order is the channel's.
+            if payload.len() > state.config().limits.max_message_bytes {
+                state
+                    .metrics
+                    .cluster_dropped_total
+                    .with_label_values(&["too_large"])
+                    .inc();
+                return;
+            }
+            count_in(state, "publish");
+            fanout::relay(state, &channel, &payload, exclude, offset, &epoch);
+        }
         Msg::Publish {
             origin,
             channel,

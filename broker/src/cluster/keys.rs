@@ -11,6 +11,11 @@
 //! | `gangway:n:{tag}` | channel | the node's inbox: requests to it and answers for it |
 //! | `gangway:c:{channel}` | channel | publishes to a Gangway channel |
 //! | `gangway:all` | channel | broadcasts and subscriber-count queries |
+//! | `{gangway:c:<channel>}:meta` | hash, TTL | a channel's history: `e` epoch, `o` newest offset |
+//! | `{gangway:c:<channel>}:log` | list, TTL | its newest messages: `<offset>:<ms>:<payload>` |
+//!
+//! A channel's history keys hash (their `{…}` tag) to the slot of its pub/sub channel, so in a
+//! Redis Cluster the publish script touches one shard and can `SPUBLISH` from it.
 
 use std::fmt::Display;
 
@@ -51,4 +56,14 @@ pub fn inbox(tag: impl Display) -> String {
 /// The Redis channel of a Gangway channel.
 pub fn channel(name: &str) -> String {
     format!("gangway:c:{name}")
+}
+
+/// A channel's history metadata (epoch, newest offset).
+pub fn history_meta(name: &str) -> String {
+    format!("{{{}}}:meta", channel(name))
+}
+
+/// A channel's kept messages.
+pub fn history_log(name: &str) -> String {
+    format!("{{{}}}:log", channel(name))
 }

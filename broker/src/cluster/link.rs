@@ -122,13 +122,18 @@ impl RedisLink {
         }
     }
 
-    /// Publishes; returns how many subscribers (nodes) received it.
-    pub(crate) async fn publish(&self, channel: &str, payload: Vec<u8>) -> RedisResult<i64> {
-        let verb = match self {
+    /// The publish command: `PUBLISH`, or `SPUBLISH` in a Redis Cluster.
+    pub(crate) fn publish_verb(&self) -> &'static str {
+        match self {
             RedisLink::Single(_) => "PUBLISH",
             RedisLink::Sharded { .. } => "SPUBLISH",
-        };
-        self.query(redis::cmd(verb).arg(channel).arg(payload)).await
+        }
+    }
+
+    /// Publishes; returns how many subscribers (nodes) received it.
+    pub(crate) async fn publish(&self, channel: &str, payload: Vec<u8>) -> RedisResult<i64> {
+        self.query(redis::cmd(self.publish_verb()).arg(channel).arg(payload))
+            .await
     }
 
     /// Subscribes this node to a channel (messages arrive on the push sender).

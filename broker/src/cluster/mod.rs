@@ -26,6 +26,7 @@
 //! stops when the node leaves.
 
 mod fence;
+mod history;
 mod inbox;
 mod keys;
 mod link;
@@ -588,6 +589,56 @@ impl ClusterLink for Link {
         channel: &'a str,
     ) -> BoxFuture<'a, Result<u64, ConnectionError>> {
         self.cluster.count_remote(channel).boxed()
+    }
+
+    fn publish_history<'a>(
+        &'a self,
+        channel: &'a str,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+        rule: &'a crate::config::ChannelRule,
+    ) -> BoxFuture<'a, Result<(u64, String), ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            let epoch = crate::fanout::history::new_epoch();
+            let p = history::Publication {
+                origin: self.cluster.tag,
+                channel,
+                exclude,
+                payload,
+                size: rule.history_size,
+                ttl: rule.history_ttl,
+                epoch: &epoch,
+            };
+            history::publish(&self.cluster.redis, p).await
+        }
+        .boxed()
+    }
+
+    fn fetch_history<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+        limit: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<crate::fanout::history::Fetched, ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            let epoch = crate::fanout::history::new_epoch();
+            history::fetch(&self.cluster.redis, channel, after, limit, ttl, &epoch).await
+        }
+        .boxed()
+    }
+
+    fn clear_history<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<usize, ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            history::clear(&self.cluster.redis, channel).await
+        }
+        .boxed()
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {

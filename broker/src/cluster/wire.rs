@@ -53,6 +53,23 @@ pub enum Msg {
         /// The exact bytes to send.
         payload: Bytes,
     },
+    /// A publish to a channel with history, as Redis sent it: the offset and epoch were added
+    /// by the script that assigned them (see `cluster::history`), so every node, the
+    /// publisher's included, receives the channel's messages in offset order.
+    HistoryPublish {
+        /// The publishing node.
+        origin: NodeTag,
+        /// The channel.
+        channel: String,
+        /// A connection not to deliver to.
+        exclude: Option<ConnectionId>,
+        /// The exact bytes published.
+        payload: Bytes,
+        /// The channel's epoch.
+        epoch: String,
+        /// The message's offset.
+        offset: u64,
+    },
     /// A broadcast to every connection of every node.
     Broadcast {
         /// The publishing node, which delivered locally already.
@@ -111,6 +128,7 @@ const KIND_PUBLISH: u8 = 3;
 const KIND_BROADCAST: u8 = 4;
 const KIND_COUNT_QUERY: u8 = 5;
 const KIND_COUNT: u8 = 6;
+const KIND_HISTORY_PUBLISH: u8 = 7;
 
 const OP_POST: u8 = 1;
 const OP_GET: u8 = 2;
@@ -171,6 +189,18 @@ impl Msg {
                 put_exclude(&mut w, *exclude);
                 put_bytes(&mut w, payload);
             }
+            Msg::HistoryPublish {
+                origin,
+                channel,
+                exclude,
+                payload,
+                epoch,
+                offset,
+            } => {
+                w = history_prefix(*origin, channel, *exclude, payload);
+                put_bytes(&mut w, epoch.as_bytes());
+                w.extend_from_slice(&offset.to_be_bytes());
+            }
             Msg::Broadcast {
                 origin,
                 exclude,
@@ -228,6 +258,14 @@ impl Msg {
                 exclude: r.exclude()?,
                 payload: Bytes::copy_from_slice(r.bytes()?),
             },
+            KIND_HISTORY_PUBLISH => Msg::HistoryPublish {
+                origin: r.tag()?,
+                channel: r.string()?,
+                exclude: r.exclude()?,
+                payload: Bytes::copy_from_slice(r.bytes()?),
+                epoch: r.string()?,
+                offset: r.u64()?,
+            },
             KIND_BROADCAST => Msg::Broadcast {
                 origin: r.tag()?,
                 exclude: r.exclude()?,
@@ -254,6 +292,24 @@ impl Msg {
             n => Err(WireError::Trailing(n)),
         }
     }
+}
+
+/// The start of a [`Msg::HistoryPublish`], up to its payload: the publish script appends the
+/// epoch (`bytes`) and the offset (`u64`) it assigned.
+pub fn history_prefix(
+    origin: NodeTag,
+    channel: &str,
+    exclude: Option<ConnectionId>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut w = Vec::with_capacity(32 + channel.len() + payload.len());
+    w.push(VERSION);
+    w.push(KIND_HISTORY_PUBLISH);
+    w.extend_from_slice(&origin.to_bytes());
+    put_bytes(&mut w, channel.as_bytes());
+    put_exclude(&mut w, exclude);
+    put_bytes(&mut w, payload);
+    w
 }
 
 fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
@@ -644,6 +700,14 @@ mod tests {
                 origin: tag,
                 exclude: None,
                 payload: Bytes::from_static(b"all"),
+            },
+            Msg::HistoryPublish {
+                origin: tag,
+                channel: "news:eu".into(),
+                exclude: Some(conn),
+                payload: Bytes::from_static(b"{}"),
+                epoch: "3f9a0c1b2d4e".into(),
+                offset: (1 << 40) + 7,
             },
             Msg::CountQuery {
                 req_id: 12,

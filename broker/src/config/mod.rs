@@ -242,14 +242,6 @@ impl Config {
         let limits = limits::read(table, problems);
         let cluster = cluster::read(table, problems);
         let channels = channels::read(table.get("channels"), problems);
-        if cluster.redis_url.is_some() && channels.iter().any(|r| r.keeps_history()) {
-            problems.push(ConfigProblem {
-                key: "channels".into(),
-                message: "history_size is not available in cluster mode yet in this version \
-                          (one node keeps history in memory; Redis-backed history is to come)"
-                    .into(),
-            });
-        }
 
         Config {
             api,

@@ -83,6 +83,18 @@ pub fn no_history(channel: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The notice for a recovery the cluster could not answer (Redis unreachable).
+pub fn unavailable(channel: &str) -> Vec<u8> {
+    serde_json::json!({
+        "type": "recovery",
+        "channel": channel,
+        "recovered": false,
+        "reason": "unavailable",
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn push_json_string(out: &mut Vec<u8>, s: &str) {
     // Writing a &str to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);

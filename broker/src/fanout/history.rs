@@ -63,7 +63,8 @@ pub struct Entry {
     cost: usize,
 }
 
-/// One channel's log.
+/// One channel's log. In cluster mode the messages live in Redis, and a node's log only
+/// serialises the channel's deliveries and holds its recoveries in progress.
 #[derive(Debug)]
 pub struct Log {
     epoch: Arc<str>,
@@ -71,6 +72,89 @@ pub struct Log {
     entries: VecDeque<Entry>,
     /// The last publish or recovery.
     touched: Instant,
+    /// Cluster mode: connections whose replay is being fetched, with the live messages that
+    /// arrived for them meanwhile.
+    pub(crate) pending: Vec<Pending>,
+}
+
+/// Most live messages held for one recovering connection while its replay is fetched; past
+/// it the recovery ends `recovered:false` (the client reloads) rather than hold more.
+pub const MAX_PENDING_FRAMES: usize = 4_096;
+
+/// A recovering connection's live messages, held until its replay is queued (cluster mode).
+#[derive(Debug)]
+pub struct Pending {
+    /// The connection.
+    pub conn: crate::conn::id::ConnectionId,
+    /// Live messages, by offset, in arrival (= offset) order.
+    pub frames: Vec<(u64, Bytes)>,
+    /// More than [`MAX_PENDING_FRAMES`] arrived.
+    pub overflowed: bool,
+}
+
+impl Pending {
+    /// Holds `frame` (offset `offset`) for the connection.
+    pub fn hold(&mut self, offset: u64, frame: Bytes) {
+        if self.frames.len() < MAX_PENDING_FRAMES {
+            self.frames.push((offset, frame));
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// A channel's history as Redis answered it (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The channel's epoch.
+    pub epoch: String,
+    /// Its newest offset.
+    pub head: u64,
+    /// The oldest offset Redis keeps (`head + 1` when it keeps none).
+    pub first: u64,
+    /// Kept messages after the asked offset, oldest first.
+    pub items: Vec<FetchedItem>,
+}
+
+/// One message of a [`Fetched`] history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedItem {
+    /// Its offset.
+    pub offset: u64,
+    /// When it was published (Unix milliseconds).
+    pub published_ms: i64,
+    /// The published bytes.
+    pub payload: Bytes,
+}
+
+impl Fetched {
+    /// The messages a client at `since` missed, oldest first, or `None` when the gap cannot be
+    /// filled (another epoch, beyond the newest, trimmed, or expired by `ttl` at `now_ms`).
+    pub fn missed(&self, since: &Since, ttl: Duration, now_ms: i64) -> Option<&[FetchedItem]> {
+        if since.epoch != self.epoch || since.offset > self.head {
+            return None;
+        }
+        if since.offset == self.head {
+            return Some(&[]);
+        }
+        let start = self.items.iter().position(|i| i.offset > since.offset)?;
+        let missed = &self.items[start..];
+        let oldest_fresh =
+            now_ms.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let contiguous = missed
+            .iter()
+            .enumerate()
+            .all(|(k, i)| i.offset == since.offset + 1 + k as u64);
+        (contiguous && missed.iter().all(|i| i.published_ms >= oldest_fresh)).then_some(missed)
+    }
+}
+
+/// The live messages held during a replay that ended at offset `replayed_to`: those after it
+/// (the earlier ones were in the replay), in order.
+pub fn after_replay(held: Vec<(u64, Bytes)>, replayed_to: u64) -> impl Iterator<Item = Bytes> {
+    held.into_iter()
+        .filter(move |(o, _)| *o > replayed_to)
+        .map(|(_, f)| f)
 }
 
 /// What a recovery found.
@@ -104,6 +188,7 @@ impl Log {
             head: 0,
             entries: VecDeque::new(),
             touched: Instant::now(),
+            pending: Vec::new(),
         }
     }
 
@@ -180,7 +265,7 @@ impl Log {
 }
 
 /// A fresh epoch: 12 random hex digits.
-fn new_epoch() -> Arc<str> {
+pub fn new_epoch() -> Arc<str> {
     let mut raw = [0u8; 6];
     rand::rng().fill_bytes(&mut raw);
     Arc::from(hex::encode(raw))
@@ -210,6 +295,12 @@ impl std::ops::Deref for Locked<'_> {
     type Target = Log;
     fn deref(&self) -> &Log {
         &self.log
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Log {
+        &mut self.log
     }
 }
 
@@ -296,7 +387,7 @@ impl History {
             };
             let Some(ttl) = rule(name) else {
                 self.release_all(&mut log);
-                return false;
+                return !log.pending.is_empty();
             };
             while log
                 .entries
@@ -307,7 +398,9 @@ impl History {
                     self.release(&e);
                 }
             }
-            !(log.entries.is_empty() && now.saturating_duration_since(log.touched) >= ttl)
+            !(log.entries.is_empty()
+                && log.pending.is_empty()
+                && now.saturating_duration_since(log.touched) >= ttl)
         });
     }
 
@@ -415,6 +508,11 @@ impl Locked<'_> {
                 h.evicted(1);
             }
         }
+    }
+
+    /// Cluster mode: marks the log used by a delivery from Redis.
+    pub fn touch_relay(&mut self) {
+        self.log.touched = Instant::now();
     }
 
     /// Marks the log used (a recovery), so a quiet channel's epoch lives on.
@@ -538,6 +636,78 @@ mod tests {
         let log = h.log("a");
         let l = h.lock(&log);
         assert_eq!(l.page(0, 100, r.history_ttl).oldest, 11);
+    }
+
+    fn fetched(first: u64, head: u64, published_ms: i64) -> Fetched {
+        Fetched {
+            epoch: "e".into(),
+            head,
+            first,
+            items: (first..=head)
+                .map(|offset| FetchedItem {
+                    offset,
+                    published_ms,
+                    payload: Bytes::from(offset.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn what_a_fetched_history_can_fill() {
+        let ttl = Duration::from_secs(60);
+        let now = 1_000_000;
+        let at = |offset: u64, epoch: &str| Since {
+            offset,
+            epoch: epoch.into(),
+        };
+        let f = fetched(3, 6, now);
+        let offsets =
+            |m: Option<&[FetchedItem]>| m.map(|m| m.iter().map(|i| i.offset).collect::<Vec<_>>());
+        assert_eq!(
+            offsets(f.missed(&at(2, "e"), ttl, now)),
+            Some(vec![3, 4, 5, 6])
+        );
+        assert_eq!(offsets(f.missed(&at(5, "e"), ttl, now)), Some(vec![6]));
+        assert_eq!(offsets(f.missed(&at(1, "e"), ttl, now)), None, "trimmed");
+        assert_eq!(
+            offsets(f.missed(&at(7, "e"), ttl, now)),
+            None,
+            "beyond the head"
+        );
+        assert_eq!(
+            offsets(f.missed(&at(4, "x"), ttl, now)),
+            None,
+            "another epoch"
+        );
+        assert_eq!(
+            offsets(f.missed(&at(4, "e"), ttl, now + 61_000)),
+            None,
+            "expired"
+        );
+        // At the head: a fetch after `since` holds nothing, and nothing is missed.
+        let empty = Fetched {
+            items: Vec::new(),
+            ..fetched(3, 6, now)
+        };
+        assert_eq!(offsets(empty.missed(&at(6, "e"), ttl, now)), Some(vec![]));
+        assert_eq!(offsets(empty.missed(&at(5, "e"), ttl, now)), None);
+    }
+
+    #[test]
+    fn live_messages_held_during_a_replay_follow_it_once() {
+        // The replay went to 7; live 6 and 7 arrived during the fetch (and were in it).
+        let held = vec![
+            (6, Bytes::from_static(b"6")),
+            (7, Bytes::from_static(b"7")),
+            (8, Bytes::from_static(b"8")),
+            (9, Bytes::from_static(b"9")),
+        ];
+        let out: Vec<Bytes> = after_replay(held, 7).collect();
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"8"), Bytes::from_static(b"9")]
+        );
     }
 
     #[test]

@@ -181,13 +181,7 @@ pub fn publish(
         limits.history_max_messages,
     );
     drop(locked);
-    h.sweep(|name| {
-        config
-            .channels
-            .get(name)
-            .filter(|r| r.keeps_history())
-            .map(|r| r.history_ttl)
-    });
+    sweep(state, &config);
     let m = &state.metrics;
     let (bytes, messages) = h.usage();
     m.history_bytes
@@ -200,6 +194,71 @@ pub fn publish(
         offset: Some(offset),
         epoch: Some(epoch),
     }
+}
+
+/// The frame subscribers of `channel` get for `data`: the payload as it is, or in the JSON
+/// envelope (with its position when the channel keeps history).
+fn channel_frame(
+    channel: &str,
+    envelope: Envelope,
+    at: Option<history::Position<'_>>,
+    data: &[u8],
+) -> Bytes {
+    match envelope {
+        Envelope::None => frame::text_or_binary(data),
+        Envelope::Json => frame::encode(frame::OPCODE_TEXT, &envelope::message(channel, at, data)),
+    }
+}
+
+/// Cluster mode: delivers a message of a channel with history as Redis sent it (its offset
+/// and epoch assigned by the publish script) to this node's subscribers but `exclude`, under
+/// the channel's log lock, holding it for connections whose replay is being fetched (see
+/// [`recovery`]).
+pub fn relay(
+    state: &NodeState,
+    channel: &str,
+    data: &[u8],
+    exclude: Option<ConnectionId>,
+    offset: u64,
+    epoch: &str,
+) -> FanOut {
+    let config = state.config();
+    let rule = config.channels.get(channel);
+    let envelope = rule.map(|r| r.envelope).unwrap_or_default();
+    let frame = channel_frame(
+        channel,
+        envelope,
+        Some(history::Position { offset, epoch }),
+        data,
+    );
+    let h = &state.history;
+    let log = h.log(channel);
+    let mut locked = h.lock(&log);
+    locked.touch_relay();
+    let mut fan = FanOutState::new(state, frame.clone(), exclude, false);
+    let pending = &mut locked.pending;
+    state.channels.for_each_subscriber(channel, |c| {
+        match pending.iter_mut().find(|p| p.conn == c.id) {
+            Some(p) if exclude != Some(c.id) => p.hold(offset, frame.clone()),
+            Some(_) => {}
+            None => fan.push(c),
+        }
+    });
+    let out = fan.finish("cluster_publish");
+    drop(locked);
+    sweep(state, &config);
+    out
+}
+
+/// Drops expired history and quiet logs (at most once a second).
+fn sweep(state: &NodeState, config: &crate::config::Config) {
+    state.history.sweep(|name| {
+        config
+            .channels
+            .get(name)
+            .filter(|r| r.keeps_history())
+            .map(|r| r.history_ttl)
+    });
 }
 
 fn for_each_recipient(state: &NodeState, audience: Audience<'_>, f: impl FnMut(&Arc<Connection>)) {

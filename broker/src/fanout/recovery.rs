@@ -16,9 +16,10 @@ use crate::conn::connection::Connection;
 use crate::conn::frame;
 use crate::error::ConnectionError;
 use crate::fanout::channels::{validate_name, SubscribeError};
-use crate::fanout::history::{Replay, Since};
+use crate::fanout::history::{after_replay, Pending, Position, Replay, Since};
 use crate::fanout::{deliver, envelope};
 use crate::state::NodeState;
+use bytes::Bytes;
 
 /// Longest epoch a client may name.
 pub const MAX_EPOCH_BYTES: usize = 64;
@@ -150,6 +151,112 @@ pub fn subscribe_recovering(
     Ok(count(state, outcome))
 }
 
+/// Cluster mode: as [`subscribe_recovering`], with the history in Redis. The connection is
+/// subscribed (and live messages for it held) under the channel's log lock; then the node's
+/// Redis subscription is made live and the missed messages fetched; then, under the lock
+/// again, the replay is queued, followed by the held live messages after it — each offset
+/// once, in order.
+pub async fn subscribe_recovering_via(
+    state: &NodeState,
+    cluster: &dyn crate::state::ClusterLink,
+    conn: &Arc<Connection>,
+    channel: &str,
+    since: &Since,
+) -> Result<Recovered, ConnectionError> {
+    let config = state.config.load_full();
+    let max = config.limits.max_channels_per_connection;
+    let subscribe = || match state.channels.subscribe(channel, conn, max) {
+        Ok(_) => Ok(()),
+        Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
+        Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
+    };
+    let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) else {
+        subscribe()?;
+        cluster.reconcile(channel).await;
+        let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
+        let _ = deliver(state, conn, notice, "recovery");
+        return Ok(count(state, Recovered::NoHistory));
+    };
+    {
+        let log = state.history.log(channel);
+        let mut locked = state.history.lock(&log);
+        subscribe()?;
+        locked.pending.push(Pending {
+            conn: conn.id,
+            frames: Vec::new(),
+            overflowed: false,
+        });
+    }
+    cluster.reconcile(channel).await;
+    let fetched = cluster
+        .fetch_history(channel, since.offset, rule.history_size, rule.history_ttl)
+        .await;
+    let log = state.history.log(channel);
+    let mut locked = state.history.lock(&log);
+    let held = match locked.pending.iter().position(|p| p.conn == conn.id) {
+        Some(i) => locked.pending.swap_remove(i),
+        None => Pending {
+            conn: conn.id,
+            frames: Vec::new(),
+            overflowed: false,
+        },
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let send = |f: Bytes| deliver(state, conn, f, "recovery").is_ok();
+    let outcome = match &fetched {
+        Ok(f) => match f.missed(since, rule.history_ttl, now_ms) {
+            Some(items) if !held.overflowed => {
+                let mut ok = true;
+                for it in items {
+                    let at = Position {
+                        offset: it.offset,
+                        epoch: &f.epoch,
+                    };
+                    ok = ok
+                        && send(super::channel_frame(
+                            channel,
+                            rule.envelope,
+                            Some(at),
+                            &it.payload,
+                        ));
+                }
+                let to = items.last().map_or(since.offset, |i| i.offset);
+                for fr in after_replay(held.frames, to) {
+                    ok = ok && send(fr);
+                }
+                Recovered::Yes
+            }
+            _ => {
+                let now = Position {
+                    offset: f.head,
+                    epoch: &f.epoch,
+                };
+                send(frame::encode(
+                    frame::OPCODE_TEXT,
+                    &envelope::not_recovered(channel, now),
+                ));
+                for (_, fr) in held.frames {
+                    send(fr);
+                }
+                Recovered::Lost
+            }
+        },
+        Err(e) => {
+            tracing::warn!(connection_id = %conn.id_text, channel, error = %e, "recovery: history unavailable");
+            send(frame::encode(
+                frame::OPCODE_TEXT,
+                &envelope::unavailable(channel),
+            ));
+            for (_, fr) in held.frames {
+                send(fr);
+            }
+            Recovered::Lost
+        }
+    };
+    drop(locked);
+    Ok(count(state, outcome))
+}
+
 /// Tells `conn` that it asked to recover `channel` without being subscribed to it.
 pub fn refuse_unsubscribed(state: &NodeState, conn: &Connection, channel: &str) {
     let notice = frame::encode(frame::OPCODE_TEXT, &envelope::not_subscribed(channel));
@@ -174,7 +281,6 @@ fn count(state: &NodeState, r: Recovered) -> Recovered {
 mod tests {
     use super::*;
     use crate::conn::id::ConnectionId;
-    use bytes::Bytes;
 
     fn q(v: &[&'static str]) -> Vec<(&'static str, &'static str)> {
         v.iter().map(|s| ("recover", *s)).collect()

@@ -380,10 +380,10 @@ async fn recover_one(
     since: &Since,
 ) -> Result<(), ConnectionError> {
     ops::check_channel(name)?;
-    recovery::subscribe_recovering(state, conn, name, since)?;
-    if let Some(c) = state.cluster() {
-        c.reconcile(name).await;
-    }
+    match state.cluster() {
+        Some(c) => recovery::subscribe_recovering_via(state, c.as_ref(), conn, name, since).await?,
+        None => recovery::subscribe_recovering(state, conn, name, since)?,
+    };
     Ok(())
 }
 

@@ -43,7 +43,7 @@ const HISTORY_PAGE: (usize, usize) = (100, 1_000);
 /// [{"offset", "publishedAt", "data"[, "binary"]}], "next"}` — `next` is the `since` of the
 /// following page, absent on the last. `data` is the message as text, or base64 with
 /// `"binary": true` when it is not UTF-8.
-pub fn history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
+pub async fn history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
     let since = match call.query_param("since") {
         None => 0,
         Some(s) => s
@@ -63,7 +63,7 @@ pub fn history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> 
                 ApiError::bad_request(format!("limit {s:?} is not a number from 1 to {max}"))
             })?,
     };
-    let page = call.broker.history(channel, since, limit)?;
+    let page = call.broker.history(channel, since, limit).await?;
     if since > page.offset {
         return Err(ApiError::bad_request(format!(
             "since {since} is beyond the channel's newest offset {} (epoch {})",
@@ -106,8 +106,8 @@ pub fn history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> 
 }
 
 /// `DELETE /@channels/{channel}/history`: `{"deleted": N}`.
-pub fn clear_history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
-    let n = call.broker.clear_history(channel)?;
+pub async fn clear_history(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
+    let n = call.broker.clear_history(channel).await?;
     Ok(json_response(200, json!({ "deleted": n }).to_string()))
 }
 

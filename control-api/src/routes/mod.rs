@@ -370,10 +370,10 @@ impl Op {
                 channels::count(call, &channel).await
             }
             (Op::GetHistory, ControlPath::ChannelHistory(channel)) => {
-                channels::history(call, &channel)
+                channels::history(call, &channel).await
             }
             (Op::DeleteHistory, ControlPath::ChannelHistory(channel)) => {
-                channels::clear_history(call, &channel)
+                channels::clear_history(call, &channel).await
             }
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
             (Op::Batch, _) => batch::post(call).await,

@@ -601,6 +601,14 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Starts it again on the same port with its data gone (a Redis that lost its disk).
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("redis dir");
+        self.spawn();
+    }
+
     /// A synchronous client, for checks.
     pub fn client(&self) -> redis::Connection {
         redis::Client::open(self.url())
