@@ -580,6 +580,87 @@ impl Broker {
         after: Option<ConnectionId>,
         limit: u32,
     ) -> Result<ConnectionPage, ConnectionError> {
+        self.list_pages(after, limit, |after, limit| ConnOp::List { after, limit })
+            .await
+    }
+
+    /// One page of `GET /@channels/{channel}/presence`: up to `limit` subscribers of `channel`
+    /// after the cursor, paged as [`Broker::list_connections`] pages (node by node; a node that
+    /// died meanwhile is skipped, so its subscribers leave the list with it).
+    ///
+    /// # Errors
+    /// `InvalidChannel` for a bad name or a channel whose rule has no `presence`;
+    /// `Unavailable` when a node does not answer.
+    pub async fn presence(
+        &self,
+        channel: &str,
+        after: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<ConnectionPage, ConnectionError> {
+        self.presence_rule(channel)?;
+        self.list_pages(after, limit, |after, limit| ConnOp::ListChannel {
+            channel: channel.to_string(),
+            after,
+            limit,
+        })
+        .await
+    }
+
+    /// `GET /@channels/{channel}/presence-stats`: subscribers and distinct `principalId`s over
+    /// every node (connections without one count as their own principal).
+    ///
+    /// # Errors
+    /// As [`Broker::presence`].
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ConnectionError> {
+        self.presence_rule(channel)?;
+        let mut after = None;
+        let mut connections = 0u64;
+        let mut principals: std::collections::HashSet<String> = std::collections::HashSet::new();
+        loop {
+            let page = self.presence(channel, after, 1_000).await?;
+            for item in &page.items {
+                connections += 1;
+                principals.insert(match item.principal() {
+                    Some(p) => format!("p:{p}"),
+                    None => format!("c:{}", item.id),
+                });
+            }
+            match page.next {
+                Some(next) => after = Some(ConnectionId::parse(&next)?),
+                None => break,
+            }
+        }
+        Ok(PresenceStats {
+            connections,
+            principals: principals.len() as u64,
+        })
+    }
+
+    fn presence_rule(&self, channel: &str) -> Result<(), ConnectionError> {
+        ops::check_channel(channel)?;
+        if self
+            .state
+            .config()
+            .channels
+            .get(channel)
+            .is_some_and(|r| r.presence)
+        {
+            Ok(())
+        } else {
+            Err(ConnectionError::InvalidChannel(format!(
+                "channel {channel:?} has no presence: no [[channels]] rule with presence = true covers it"
+            )))
+        }
+    }
+
+    /// Pages of connections node by node in tag order, each node's in id order; `op` builds
+    /// the page request for one node.
+    async fn list_pages(
+        &self,
+        after: Option<ConnectionId>,
+        limit: u32,
+        op: impl Fn(ConnectionId, u32) -> ConnOp,
+    ) -> Result<ConnectionPage, ConnectionError> {
         let own = self.state.node_tag;
         let tags = match self.state.cluster() {
             Some(c) => c.members().await?,
@@ -594,10 +675,7 @@ impl Broker {
                 Some(a) if a.node() == tag => a,
                 _ => ConnectionId::first_of(tag),
             };
-            let op = ConnOp::List {
-                after: from,
-                limit: limit - items.len() as u32,
-            };
+            let op = op(from, limit - items.len() as u32);
             let outcome = match self.state.remote(from) {
                 Some(c) => match c.call(from, op).await {
                     Err(ConnectionError::Gone) => continue,
@@ -647,6 +725,15 @@ impl Broker {
             .await
             .map(|_| ())
     }
+}
+
+/// What `GET /@channels/{channel}/presence-stats` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceStats {
+    /// Subscribed connections, every node's.
+    pub connections: u64,
+    /// Distinct `principalId`s among them (a connection without one counts once).
+    pub principals: u64,
 }
 
 /// A page of a channel's history (see [`Broker::history`]).

@@ -45,7 +45,43 @@ pub async fn execute(
                 .collect(),
         )),
         ConnOp::List { after, limit } => Ok(list(state, after, limit)),
+        ConnOp::ListChannel {
+            channel,
+            after,
+            limit,
+        } => Ok(list_channel(state, &channel, after, limit)),
     }
+}
+
+/// A page of this node's subscribers of `channel` (see [`ConnOp::ListChannel`]).
+pub fn list_channel(
+    state: &NodeState,
+    channel: &str,
+    after: ConnectionId,
+    limit: u32,
+) -> OpOutcome {
+    let mut subs: Vec<Arc<Connection>> = Vec::new();
+    state.channels.for_each_subscriber(channel, |c| {
+        if c.id > after {
+            subs.push(Arc::clone(c));
+        }
+    });
+    let limit = limit as usize;
+    let more = subs.len() > limit;
+    if more {
+        subs.select_nth_unstable_by_key(limit, |c| c.id);
+        subs.truncate(limit);
+    }
+    subs.sort_unstable_by_key(|c| c.id);
+    let items = subs
+        .iter()
+        .map(|c| Listed {
+            id: c.id,
+            info: c.info(),
+            channels: Vec::new(),
+        })
+        .collect();
+    OpOutcome::Listed { items, more }
 }
 
 /// A page of this node's open connections (see [`ConnOp::List`]).

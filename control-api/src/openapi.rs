@@ -116,7 +116,7 @@ fn parameters(path: &str, op: Op) -> Value {
             params.push(json!({"name": "reason", "in": "query", "required": false,
                 "description": "close reason, at most 123 bytes", "schema": {"type": "string"}}));
         }
-        Op::ListConnections => {
+        Op::ListConnections | Op::GetPresence => {
             params.push(json!({"name": "limit", "in": "query", "required": false,
                 "description": "connections per page, 1-1000 (default 100)",
                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
@@ -218,6 +218,28 @@ fn responses(op: Op) -> Value {
             r.insert(
                 "200".into(),
                 ok(Some("History"), "a page of the channel's history"),
+            );
+        }
+        Op::GetPresence => {
+            r.insert(
+                "200".into(),
+                json!({"description": "a page of the channel's subscribers",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "connectionId": {"type": "string"},
+                        "connectedAt": {"type": "string", "format": "date-time"},
+                        "principalId": {"type": "string"}}}},
+                    "nextCursor": {"type": "string", "description": "absent on the last page"}},
+                    "required": ["items"]}}}}),
+            );
+        }
+        Op::GetPresenceStats => {
+            r.insert(
+                "200".into(),
+                json!({"description": "subscriber and principal counts",
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "connections": {"type": "integer"},
+                    "principals": {"type": "integer"}}}}}}),
             );
         }
         Op::DeleteHistory => {

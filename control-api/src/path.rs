@@ -27,6 +27,10 @@ pub enum ControlPath {
     Channel(String),
     /// `@channels/{channel}/history`.
     ChannelHistory(String),
+    /// `@channels/{channel}/presence`.
+    ChannelPresence(String),
+    /// `@channels/{channel}/presence-stats`.
+    ChannelPresenceStats(String),
     /// `@broadcast`.
     Broadcast,
     /// `@batch`.
@@ -83,9 +87,12 @@ fn at_path(rest: &[&str]) -> ControlPath {
             Some(name) => ControlPath::Channel(name),
             None => ControlPath::BadSegment("channel"),
         },
-        [c, name, h] if at(c, "channels") && *h == "history" => match decode(name) {
-            Some(name) => ControlPath::ChannelHistory(name),
-            None => ControlPath::BadSegment("channel"),
+        [c, name, what] if at(c, "channels") => match (decode(name), *what) {
+            (None, _) => ControlPath::BadSegment("channel"),
+            (Some(name), "history") => ControlPath::ChannelHistory(name),
+            (Some(name), "presence") => ControlPath::ChannelPresence(name),
+            (Some(name), "presence-stats") => ControlPath::ChannelPresenceStats(name),
+            _ => ControlPath::Unknown,
         },
         [b] if at(b, "broadcast") => ControlPath::Broadcast,
         [b] if at(b, "batch") => ControlPath::Batch,

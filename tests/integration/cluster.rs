@@ -1,16 +1,12 @@
 //! Cluster mode against a real redis-server: three nodes act as one gateway; faults (a killed
 //! node, Redis going away and coming back, a drained node) behave as documented.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
-
-const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
 
 async fn cluster_node(redis: &RedisServer, id: &str, extra: &str) -> gangway::Node {
     let node = node(&format!(
@@ -253,44 +249,13 @@ fn spawn_node(
     backend: &Backend,
     dir: &std::path::Path,
 ) -> (std::process::Child, String) {
-    let file = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &file,
-        format!(
-            "[listen]\nwebsocket = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n\
-             [api]\nwebhook_secret = \"cluster-test-secret\"\n\
-             [routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
-             [routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
-             [cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
-            backend.url("/connect"),
-            backend.url("/disconnect"),
-            redis.url()
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gangway"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gangway");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ws = loop {
-        let line = lines.next().expect("log line").expect("read");
-        let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if j["fields"]["message"] == "gangway node started" {
-            break j["fields"]["websocket"].as_str().expect("addr").to_string();
-        }
-    };
-    // Keep draining its output so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, ws)
+    let routes = format!(
+        "[routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+         [routes.\"$disconnect\"]\nintegration = \"http\"\nurl = \"{}\"\n",
+        backend.url("/connect"),
+        backend.url("/disconnect"),
+    );
+    spawn_cluster_node(redis, id, &routes, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +371,7 @@ async fn a_drained_node_sends_its_own_disconnects_and_deregisters() {
         .expect("hexists");
     assert!(listed, "a started node is listed");
 
-    let status = Command::new("kill")
+    let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");

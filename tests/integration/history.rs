@@ -329,8 +329,6 @@ async fn the_connect_backend_can_name_where_the_client_stopped() {
     silent(&mut c).await;
 }
 
-const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
-
 async fn history_node(redis: &RedisServer, id: &str) -> gangway::Node {
     let n = node(&format!(
         "{CONFIG}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
@@ -477,4 +475,175 @@ async fn history_works_over_a_redis_cluster() {
         live = connect_to(&nodes[1], &format!("?recover={ch}:1:{epoch}")).await;
         assert_eq!(offsets(&mut live, 2).await, vec![2, 3], "{ch}");
     }
+}
+
+/// `$connect` puts each client in `room` with the principal of its `?user=`.
+async fn principal_backend() -> Backend {
+    Backend::with(|call, _| {
+        let user = call.event["queryStringParameters"]["user"]
+            .as_str()
+            .unwrap_or("anon")
+            .to_string();
+        Reply::ok(
+            serde_json::json!({"channels": ["room"], "context": {"principalId": user}}).to_string(),
+        )
+    })
+    .await
+}
+
+fn presence_config(backend: &Backend) -> String {
+    format!(
+        "[routes.\"$connect\"]\nintegration = \"http\"\nurl = \"{}\"\n\
+         [[channels]]\npattern = \"room\"\npresence = true\n",
+        backend.url("/connect")
+    )
+}
+
+async fn presence_ids(api: &Control, limit: usize) -> (Vec<serde_json::Value>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut cursor = String::new();
+    loop {
+        let r = api
+            .request(
+                Method::GET,
+                &format!("/@channels/room/presence?limit={limit}{cursor}"),
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        pages += 1;
+        items.extend(j["items"].as_array().expect("items").iter().cloned());
+        match j["nextCursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return (items, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_lists_and_counts_a_channels_subscribers() {
+    let backend = principal_backend().await;
+    let node = node(&presence_config(&backend)).await;
+    let api = Control::of(&node);
+    let mut clients = Vec::new();
+    for user in ["alice", "alice", "bob"] {
+        clients.push(connect_to(&node, &format!("?user={user}")).await);
+    }
+    subscribers(&node, "room", 3).await;
+    let (items, pages) = presence_ids(&api, 2).await;
+    assert_eq!((items.len(), pages), (3, 2));
+    let mut principals: Vec<&str> = items
+        .iter()
+        .map(|i| i["principalId"].as_str().expect("principal"))
+        .collect();
+    principals.sort_unstable();
+    assert_eq!(principals, vec!["alice", "alice", "bob"]);
+    assert!(items[0]["connectedAt"]
+        .as_str()
+        .expect("time")
+        .ends_with('Z'));
+    let stats = api
+        .request(Method::GET, "/@channels/room/presence-stats", "")
+        .await
+        .json();
+    assert_eq!(
+        stats,
+        serde_json::json!({"connections": 3, "principals": 2})
+    );
+    // A client that leaves leaves the list.
+    clients.pop();
+    subscribers(&node, "room", 2).await;
+    let stats = api
+        .request(Method::GET, "/@channels/room/presence-stats", "")
+        .await
+        .json();
+    assert_eq!(
+        stats,
+        serde_json::json!({"connections": 2, "principals": 1})
+    );
+    // Refusals: a channel without presence, a bad cursor or limit.
+    for (path, status) in [
+        ("/@channels/other/presence", 400),
+        ("/@channels/other/presence-stats", 400),
+        ("/@channels/room/presence?cursor=nope", 400),
+        ("/@channels/room/presence?limit=0", 400),
+        ("/@channels/room/presence?limit=100000", 400),
+        ("/@channels/room/nope", 404),
+    ] {
+        assert_eq!(
+            api.request(Method::GET, path, "").await.status,
+            status,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_the_cluster_and_forgets_a_killed_node() {
+    let redis = RedisServer::start();
+    let backend = principal_backend().await;
+    let config = presence_config(&backend);
+    let dir = std::env::temp_dir().join(format!("gangway-presence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let a = node(&format!(
+        "{config}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"p-a\"\n{FAST}",
+        redis.url()
+    ))
+    .await;
+    eventually("joined", || joined(&a)).await;
+    let (mut child, ws_addr) = spawn_cluster_node(&redis, "p-b", &config, &dir);
+    let _on_a = connect_to(&a, "?user=alice").await;
+    let mut on_b = Vec::new();
+    for user in ["bob", "carol"] {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{ws_addr}/?user={user}"))
+            .await
+            .expect("connect to b");
+        on_b.push(ws);
+    }
+    let api = Control::of(&a);
+    let stats = |api: Control| async move {
+        api.request(Method::GET, "/@channels/room/presence-stats", "")
+            .await
+            .json()
+    };
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..50 {
+        seen = stats(api.clone()).await;
+        if seen["connections"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, serde_json::json!({"connections": 3, "principals": 3}));
+    let (items, _) = presence_ids(&api, 1).await;
+    assert_eq!(items.len(), 3);
+
+    // SIGKILL b: its subscribers leave the list once the cluster judges it dead.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = api
+            .request(Method::GET, "/@channels/room/presence-stats", "")
+            .await;
+        if r.status == 200 && r.json()["connections"] == 1 {
+            assert_eq!(r.json()["principals"], 1);
+            break;
+        }
+        assert!(
+            r.status == 200 || r.status == 503,
+            "only 503 (a silent node) may come before the list heals: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's subscribers stayed listed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(on_b);
+    let _ = std::fs::remove_dir_all(&dir);
 }

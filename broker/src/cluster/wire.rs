@@ -137,6 +137,7 @@ const OP_SUBSCRIBE: u8 = 4;
 const OP_UNSUBSCRIBE: u8 = 5;
 const OP_POST_MANY: u8 = 6;
 const OP_LIST: u8 = 7;
+const OP_LIST_CHANNEL: u8 = 8;
 
 const OUTCOME_DONE: u8 = 1;
 const OUTCOME_INFO: u8 = 2;
@@ -360,6 +361,16 @@ fn put_op(w: &mut Vec<u8>, op: &ConnOp) {
             w.extend_from_slice(&after.to_bytes());
             w.extend_from_slice(&limit.to_be_bytes());
         }
+        ConnOp::ListChannel {
+            channel,
+            after,
+            limit,
+        } => {
+            w.push(OP_LIST_CHANNEL);
+            put_bytes(w, channel.as_bytes());
+            w.extend_from_slice(&after.to_bytes());
+            w.extend_from_slice(&limit.to_be_bytes());
+        }
     }
 }
 
@@ -528,6 +539,11 @@ impl<'a> Reader<'a> {
                 after: self.conn()?,
                 limit: self.u32()?,
             },
+            OP_LIST_CHANNEL => ConnOp::ListChannel {
+                channel: self.string()?,
+                after: self.conn()?,
+                limit: self.u32()?,
+            },
             value => return Err(WireError::Unknown { what: "op", value }),
         })
     }
@@ -661,6 +677,14 @@ mod tests {
             request(
                 14,
                 ConnOp::List {
+                    after: ConnectionId::first_of(tag),
+                    limit: 100,
+                },
+            ),
+            request(
+                15,
+                ConnOp::ListChannel {
+                    channel: "news:eu".into(),
                     after: ConnectionId::first_of(tag),
                     limit: 100,
                 },

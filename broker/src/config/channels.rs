@@ -72,7 +72,8 @@ pub struct ChannelRule {
     pub history_ttl: Duration,
     /// `envelope`: what subscribers receive.
     pub envelope: Envelope,
-    /// `presence`: the channel's subscribers can be listed (`GET /@channels/{c}/presence`).
+    /// `presence`: the channel's subscribers can be listed (`GET /@channels/{c}/presence`,
+    /// `…/presence-stats`).
     pub presence: bool,
     /// `join_leave`: subscribers are told when others join and leave.
     pub join_leave: bool,
@@ -172,14 +173,10 @@ pub(super) fn read(value: Option<&toml::Value>, problems: &mut Vec<ConfigProblem
         let presence = r.bool("presence", false);
         let join_leave = r.bool("join_leave", false);
         r.finish();
-        if presence || join_leave {
+        if join_leave {
             problems.push(ConfigProblem {
-                key: format!(
-                    "{prefix}.{}",
-                    if presence { "presence" } else { "join_leave" }
-                ),
-                message: "presence and join/leave messages are not available yet in this version"
-                    .into(),
+                key: format!("{prefix}.join_leave"),
+                message: "join/leave messages are not available yet in this version".into(),
             });
         }
         let Some(pattern) = pattern else { continue };

@@ -36,6 +36,15 @@ pub enum ConnOp {
         /// Most connections answered.
         limit: u32,
     },
+    /// As `List`, only the owner's subscribers of `channel` (presence).
+    ListChannel {
+        /// The channel.
+        channel: String,
+        /// Exclusive lower bound.
+        after: ConnectionId,
+        /// Most connections answered.
+        limit: u32,
+    },
 }
 
 /// One connection as `GET /@connections` lists it.
@@ -47,6 +56,17 @@ pub struct Listed {
     pub info: ConnectionInfo,
     /// The channels it is subscribed to.
     pub channels: Vec<String>,
+}
+
+impl Listed {
+    /// The `principalId` of its `requestContext.authorizer`, if it has one.
+    pub fn principal(&self) -> Option<&str> {
+        self.info
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.get("principalId"))
+            .and_then(|p| p.as_str())
+    }
 }
 
 /// What a successful operation answers.

@@ -116,3 +116,38 @@ pub async fn count(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiErr
     let n = call.broker.subscriber_count(channel).await?;
     Ok(json_response(200, format!(r#"{{"subscribers":{n}}}"#)))
 }
+
+/// `GET /@channels/{channel}/presence[?limit=&cursor=]`: `{"items": [{"connectionId",
+/// "connectedAt", "principalId"?}], "nextCursor"?}` — the channel's subscribers on every node.
+pub async fn presence(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
+    let (after, limit) = super::connections::page_query(&call)?;
+    let page = call.broker.presence(channel, after, limit).await?;
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|l| {
+            let mut v = json!({
+                "connectionId": l.id.to_string(),
+                "connectedAt": super::connections::rfc3339(l.info.connected_at_ms),
+            });
+            if let Some(p) = l.principal() {
+                v["principalId"] = p.into();
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "items": items });
+    if let Some(next) = page.next {
+        body["nextCursor"] = next.into();
+    }
+    Ok(json_response(200, body.to_string()))
+}
+
+/// `GET /@channels/{channel}/presence-stats`: `{"connections", "principals"}` over every node.
+pub async fn presence_stats(call: Call<'_>, channel: &str) -> Result<HttpResponse, ApiError> {
+    let stats = call.broker.presence_stats(channel).await?;
+    Ok(json_response(
+        200,
+        json!({"connections": stats.connections, "principals": stats.principals}).to_string(),
+    ))
+}

@@ -16,22 +16,7 @@ const MAX_PAGE: u32 = 1000;
 /// `GET /@connections[?limit=&cursor=]`: a page of open connections (every node's in cluster
 /// mode), each with GetConnection's fields, its id and its channels; `nextCursor` unless last.
 pub async fn list(call: Call<'_>) -> Result<HttpResponse, ApiError> {
-    let limit = match call.query_param("limit") {
-        None => DEFAULT_PAGE,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}, not {v:?}"))
-            })?,
-    };
-    let after = match call.query_param("cursor") {
-        None => None,
-        Some(c) => Some(ConnectionId::parse(&c).map_err(|_| {
-            ApiError::bad_request("Invalid cursor: pass the nextCursor of the previous page")
-        })?),
-    };
+    let (after, limit) = page_query(&call)?;
     let page = call.broker.list_connections(after, limit).await?;
     let items: Vec<serde_json::Value> = page
         .items
@@ -48,6 +33,27 @@ pub async fn list(call: Call<'_>) -> Result<HttpResponse, ApiError> {
         body["nextCursor"] = serde_json::Value::String(next);
     }
     Ok(json_response(200, body.to_string()))
+}
+
+/// A listing's `cursor` and `limit` (1 to 1000, default 100).
+pub fn page_query(call: &Call<'_>) -> Result<(Option<ConnectionId>, u32), ApiError> {
+    let limit = match call.query_param("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}, not {v:?}"))
+            })?,
+    };
+    let after = match call.query_param("cursor") {
+        None => None,
+        Some(c) => Some(ConnectionId::parse(&c).map_err(|_| {
+            ApiError::bad_request("Invalid cursor: pass the nextCursor of the previous page")
+        })?),
+    };
+    Ok((after, limit))
 }
 
 /// `POST /@connections/{id}`: 200 with an empty body.
@@ -97,7 +103,8 @@ pub async fn delete(call: Call<'_>, id: &str) -> Result<HttpResponse, ApiError> 
 }
 
 /// RFC 3339 with milliseconds, as AWS writes GetConnection times.
-fn rfc3339(ms: i64) -> String {
+/// Unix milliseconds as AWS writes times: `2024-01-01T00:00:00.000Z`.
+pub fn rfc3339(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_default()

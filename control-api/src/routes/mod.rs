@@ -55,6 +55,10 @@ pub enum Op {
     GetHistory,
     /// Forget a channel's history.
     DeleteHistory,
+    /// List a channel's subscribers, a page at a time.
+    GetPresence,
+    /// Count a channel's subscribers and distinct principals.
+    GetPresenceStats,
     /// Send to every connection.
     Broadcast,
     /// Several pushes and publishes in one request.
@@ -67,7 +71,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 20] = [
         Op::Health,
         Op::Ready,
         Op::Metrics,
@@ -82,6 +86,8 @@ impl Op {
         Op::GetChannel,
         Op::GetHistory,
         Op::DeleteHistory,
+        Op::GetPresence,
+        Op::GetPresenceStats,
         Op::Broadcast,
         Op::Batch,
         Op::DescribeNode,
@@ -105,6 +111,8 @@ impl Op {
             Op::GetChannel => "GetChannel",
             Op::GetHistory => "GetChannelHistory",
             Op::DeleteHistory => "DeleteChannelHistory",
+            Op::GetPresence => "GetChannelPresence",
+            Op::GetPresenceStats => "GetChannelPresenceStats",
             Op::Broadcast => "Broadcast",
             Op::Batch => "Batch",
             Op::DescribeNode => "DescribeNode",
@@ -245,6 +253,18 @@ pub const ROUTES: &[RouteSpec] = &[
         "Forget what a channel keeps (offsets go on; clients behind them cannot recover)",
     ),
     route(
+        "GET",
+        "/@channels/{channel}/presence",
+        Op::GetPresence,
+        "List the subscribers of a channel with presence (every node's), a page at a time",
+    ),
+    route(
+        "GET",
+        "/@channels/{channel}/presence-stats",
+        Op::GetPresenceStats,
+        "Count the subscribers and distinct principals of a channel with presence (every node's)",
+    ),
+    route(
         "POST",
         "/@broadcast",
         Op::Broadcast,
@@ -300,6 +320,8 @@ pub fn resolve(target: &ControlPath, method: &Method) -> Result<Op, ApiError> {
         (ControlPath::Channel(_), "GET") => Op::GetChannel,
         (ControlPath::ChannelHistory(_), "GET") => Op::GetHistory,
         (ControlPath::ChannelHistory(_), "DELETE") => Op::DeleteHistory,
+        (ControlPath::ChannelPresence(_), "GET") => Op::GetPresence,
+        (ControlPath::ChannelPresenceStats(_), "GET") => Op::GetPresenceStats,
         (ControlPath::Broadcast, "POST") => Op::Broadcast,
         (ControlPath::Batch, "POST") => Op::Batch,
         (ControlPath::Node, "GET") => Op::DescribeNode,
@@ -374,6 +396,12 @@ impl Op {
             }
             (Op::DeleteHistory, ControlPath::ChannelHistory(channel)) => {
                 channels::clear_history(call, &channel).await
+            }
+            (Op::GetPresence, ControlPath::ChannelPresence(channel)) => {
+                channels::presence(call, &channel).await
+            }
+            (Op::GetPresenceStats, ControlPath::ChannelPresenceStats(channel)) => {
+                channels::presence_stats(call, &channel).await
             }
             (Op::Broadcast, _) => broadcast::broadcast(call).await,
             (Op::Batch, _) => batch::post(call).await,

@@ -1004,3 +1004,53 @@ pub fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// Cluster settings that judge a node dead within a second (tests).
+pub const FAST: &str = "heartbeat_interval_ms = 200\nnode_ttl_ms = 1000\nrpc_timeout_ms = 2000\n";
+
+/// Starts a `gangway` process in cluster mode on ephemeral ports, with `extra` TOML (routes,
+/// channels) and its config file in `dir`; returns it with its WebSocket address, once it logged
+/// that it started. Tests SIGKILL it to lose a node.
+pub fn spawn_cluster_node(
+    redis: &RedisServer,
+    id: &str,
+    extra: &str,
+    dir: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let file = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[listen]\nwebsocket = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n\
+             [api]\nwebhook_secret = \"cluster-test-secret\"\n{extra}\n\
+             [cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gangway"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gangway");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ws = loop {
+        let line = lines.next().expect("log line").expect("read");
+        let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if j["fields"]["message"] == "gangway node started" {
+            break j["fields"]["websocket"].as_str().expect("addr").to_string();
+        }
+    };
+    // Keep draining its output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, ws)
+}
