@@ -182,13 +182,7 @@ async fn history_api_pages_refuses_bad_queries_and_forgets() {
         .request(Method::POST, "/@channels/news:eu", vec![0xffu8, 0x00])
         .await;
     assert_eq!(r.json()["offset"], 9);
-    let page = api
-        .request(
-            Method::GET,
-            "/@channels/news:eu/history?since=5&limit=2",
-            "",
-        )
-        .await;
+    let page = api.history("news:eu", "?since=5&limit=2").await;
     assert_eq!(page.status, 200, "{}", page.body);
     let p = page.json();
     assert_eq!(
@@ -204,10 +198,7 @@ async fn history_api_pages_refuses_bad_queries_and_forgets() {
     assert_eq!(offsets, vec![6, 7]);
     assert_eq!(p["items"][0]["data"], "m6");
     assert_eq!(p["next"], 7);
-    let last = api
-        .request(Method::GET, "/@channels/news:eu/history?since=7", "")
-        .await
-        .json();
+    let last = api.history("news:eu", "?since=7").await.json();
     assert_eq!(last["items"][0]["data"], "\u{1F600}");
     assert_eq!(last["items"][1]["data"], "/wA=");
     assert_eq!(last["items"][1]["binary"], true);
@@ -220,34 +211,19 @@ async fn history_api_pages_refuses_bad_queries_and_forgets() {
         ("?since=-1", "since"),
         ("?since=10", "beyond"),
     ] {
-        let r = api
-            .request(
-                Method::GET,
-                &format!("/@channels/news:eu/history{query}"),
-                "",
-            )
-            .await;
+        let r = api.history("news:eu", query).await;
         assert_eq!(r.status, 400, "{query}: {}", r.body);
         assert!(r.body.contains(why), "{query}: {}", r.body);
     }
-    let r = api
-        .request(Method::GET, "/@channels/plain/history", "")
-        .await;
+    let r = api.history("plain", "").await;
     assert_eq!(r.status, 400);
     assert!(r.body.contains("keeps no history"), "{}", r.body);
-    let r = api
-        .request(Method::GET, "/@channels/bad%20name/history", "")
-        .await;
+    let r = api.history("bad%20name", "").await;
     assert_eq!(r.status, 400);
 
-    let r = api
-        .request(Method::DELETE, "/@channels/news:eu/history", "")
-        .await;
+    let r = api.clear_history("news:eu").await;
     assert_eq!(r.json()["deleted"], 5);
-    let p = api
-        .request(Method::GET, "/@channels/news:eu/history", "")
-        .await
-        .json();
+    let p = api.history("news:eu", "").await.json();
     assert_eq!(p["items"].as_array().map(Vec::len), Some(0));
     assert_eq!(
         (p["offset"].as_u64(), p["oldest"].as_u64()),
@@ -404,22 +380,13 @@ async fn three_nodes_keep_history_in_redis_and_recover_anywhere() {
     );
 
     // The history API answers from Redis through any node.
-    let page = via_b
-        .request(
-            Method::GET,
-            "/@channels/news:eu/history?since=21&limit=2",
-            "",
-        )
-        .await
-        .json();
+    let page = via_b.history("news:eu", "?since=21&limit=2").await.json();
     assert_eq!(
         (page["offset"].as_u64(), page["next"].as_u64()),
         (Some(24), Some(23))
     );
     assert_eq!(page["items"][0]["data"], "missed 1");
-    let r = Control::of(&c)
-        .request(Method::DELETE, "/@channels/news:eu/history", "")
-        .await;
+    let r = Control::of(&c).clear_history("news:eu").await;
     assert_eq!(r.json()["deleted"], 5);
 
     // Redis comes back empty: the epoch changes, and a client of the old one is told.
@@ -505,11 +472,7 @@ async fn presence_ids(api: &Control, limit: usize) -> (Vec<serde_json::Value>, u
     let mut cursor = String::new();
     loop {
         let r = api
-            .request(
-                Method::GET,
-                &format!("/@channels/room/presence?limit={limit}{cursor}"),
-                "",
-            )
+            .presence("room", &format!("?limit={limit}{cursor}"))
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         let j = r.json();
@@ -544,10 +507,7 @@ async fn presence_lists_and_counts_a_channels_subscribers() {
         .as_str()
         .expect("time")
         .ends_with('Z'));
-    let stats = api
-        .request(Method::GET, "/@channels/room/presence-stats", "")
-        .await
-        .json();
+    let stats = api.presence_stats("room").await.json();
     assert_eq!(
         stats,
         serde_json::json!({"connections": 3, "principals": 2})
@@ -555,10 +515,7 @@ async fn presence_lists_and_counts_a_channels_subscribers() {
     // A client that leaves leaves the list.
     clients.pop();
     subscribers(&node, "room", 2).await;
-    let stats = api
-        .request(Method::GET, "/@channels/room/presence-stats", "")
-        .await
-        .json();
+    let stats = api.presence_stats("room").await.json();
     assert_eq!(
         stats,
         serde_json::json!({"connections": 2, "principals": 1})
@@ -603,11 +560,7 @@ async fn presence_spans_the_cluster_and_forgets_a_killed_node() {
         on_b.push(ws);
     }
     let api = Control::of(&a);
-    let stats = |api: Control| async move {
-        api.request(Method::GET, "/@channels/room/presence-stats", "")
-            .await
-            .json()
-    };
+    let stats = |api: Control| async move { api.presence_stats("room").await.json() };
     let mut seen = serde_json::Value::Null;
     for _ in 0..50 {
         seen = stats(api.clone()).await;
@@ -625,9 +578,7 @@ async fn presence_spans_the_cluster_and_forgets_a_killed_node() {
     let _ = child.wait();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let r = api
-            .request(Method::GET, "/@channels/room/presence-stats", "")
-            .await;
+        let r = api.presence_stats("room").await;
         if r.status == 200 && r.json()["connections"] == 1 {
             assert_eq!(r.json()["principals"], 1);
             break;

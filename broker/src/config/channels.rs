@@ -39,7 +39,7 @@ pub enum Envelope {
     /// `"none"`: the published bytes as they are (the default).
     #[default]
     None,
-    /// `"json"`: `{"channel", "offset", "epoch", "data"}` (see README, "History and recovery").
+    /// `"json"`: `{"channel", "offset", "epoch", "data"}` (see README, "History, recovery and presence").
     Json,
 }
 

@@ -190,4 +190,40 @@ impl Control {
     pub async fn batch(&self, body: impl Into<reqwest::Body>) -> Answer {
         self.request(Method::POST, "/@batch", body).await
     }
+
+    /// A page of a channel's history; `query` is appended as is (e.g. `?since=3&limit=2`).
+    pub async fn history(&self, channel: &str, query: &str) -> Answer {
+        self.request(
+            Method::GET,
+            &format!("/@channels/{channel}/history{query}"),
+            "",
+        )
+        .await
+    }
+
+    /// Forgets a channel's history.
+    pub async fn clear_history(&self, channel: &str) -> Answer {
+        self.request(Method::DELETE, &format!("/@channels/{channel}/history"), "")
+            .await
+    }
+
+    /// A page of a channel's subscribers; `query` is appended as is.
+    pub async fn presence(&self, channel: &str, query: &str) -> Answer {
+        self.request(
+            Method::GET,
+            &format!("/@channels/{channel}/presence{query}"),
+            "",
+        )
+        .await
+    }
+
+    /// A channel's subscriber and principal counts.
+    pub async fn presence_stats(&self, channel: &str) -> Answer {
+        self.request(
+            Method::GET,
+            &format!("/@channels/{channel}/presence-stats"),
+            "",
+        )
+        .await
+    }
 }
