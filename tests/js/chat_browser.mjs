@@ -1,6 +1,7 @@
 // The chat example end to end, as a user sees it: a real gangway node, the example backend,
 // and two pages in headless Chromium (Debian's, driven by playwright-core). Two people join,
-// one sends, both see the message, one closes the page, the other sees them leave.
+// one sends, both see the message; one's socket is killed and a message sent while it is away
+// reaches it once after it reconnects (recovery); one closes the page, the other sees them leave.
 //
 // Usage: node tests/js/chat_browser.mjs <gangway binary>   (scripts/test.sh runs it)
 import { spawn } from "node:child_process";
@@ -95,8 +96,20 @@ try {
   await alice.click("#sendbtn");
   await expectLine(alice, "alice", "alice: hello from alice");
   await expectLine(bob, "bob", "alice: hello from alice");
-  await bob.close();
+  // Bob's socket dies (as on a train); he is away 4 s (the page's backoff), and a message is
+  // sent meanwhile: after the reconnect his page shows it once, recovered from the history.
+  await bob.evaluate(() => { retry = 3; socket.close(); });
   await expectLine(alice, "alice", "bob left");
+  await alice.fill("#text", "while you were away");
+  await alice.click("#sendbtn");
+  await expectLine(alice, "alice", "alice: while you were away");
+  await until("bob to reconnect", async () => (await bob.locator("#status").innerText()).startsWith("connected"));
+  await expectLine(bob, "bob", "alice: while you were away");
+  const seen = (await logOf(bob)).split("\n").filter((l) => l === "alice: while you were away");
+  if (seen.length !== 1) fail(`bob saw the missed message ${seen.length} times`);
+  await bob.close();
+  await until("alice to see bob leave again", async () =>
+    (await logOf(alice)).split("\n").filter((l) => l === "bob left").length === 2);
   await browser.close();
 } catch (e) {
   fail(`${e}\n--- gangway ---\n${node.output()}\n--- backend ---\n${backend.output()}`);
@@ -104,4 +117,4 @@ try {
 clearTimeout(deadline);
 for (const c of children) c.kill("SIGTERM");
 rmSync(dir, { recursive: true, force: true });
-console.log("chat_browser: two pages joined, exchanged a message and saw one leave: ok");
+console.log("chat_browser: two pages joined, exchanged a message, recovered one missed while away and saw one leave: ok");
