@@ -780,6 +780,8 @@ pub mod internals {
     pub use crate::conn::frame;
     pub use crate::conn::op::{ConnOp, OpOutcome};
     pub use crate::fanout::channels::Channels;
+    pub use crate::fanout::history::Since;
+    pub use crate::fanout::recovery::parse_recover;
     pub use crate::integration::event::{build_event, EventKind, EventSource, MessageBody};
     pub use crate::integration::lambda::decode as decode_lambda_result;
     pub use crate::integration::Answer;
