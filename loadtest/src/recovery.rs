@@ -64,6 +64,31 @@ pub struct RecoveryArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// A reconnect storm instead: this many clients connect at once, each recovering
+    /// `--missed` messages of one channel; reports recoveries per second.
+    #[arg(long, default_value_t = 0)]
+    storm: usize,
+    /// Messages each storm client recovers.
+    #[arg(long, default_value_t = 50)]
+    missed: u64,
+    /// Storm connects in flight.
+    #[arg(long, default_value_t = 512)]
+    storm_concurrency: usize,
+}
+
+/// What a reconnect storm saw.
+#[derive(Debug, Default, Serialize)]
+pub struct StormReport {
+    /// Clients that connected and received every missed message, in order.
+    pub recovered: u64,
+    /// Clients that failed (connect error, notice, timeout, wrong messages).
+    pub failed: u64,
+    /// Messages each recovered.
+    pub missed: u64,
+    /// Seconds from the first connect to the last recovery.
+    pub secs: f64,
+    /// Recoveries per second.
+    pub recoveries_per_sec: f64,
 }
 
 /// What one run saw.
@@ -128,6 +153,9 @@ pub async fn run(a: RecoveryArgs) -> anyhow::Result<()> {
         bail!("--rate must be above 0 and at most 100000");
     }
     crate::backend::start(a.backend_listen).await?;
+    if a.storm > 0 {
+        return storm(&a).await;
+    }
     let run_id = format!("{:x}", crate::scenario::now_us() % 0xffff_ffff);
     let names: Vec<String> = (0..a.channels)
         .map(|c| format!("{}-{run_id}-{c}", a.channel_prefix))
@@ -216,6 +244,86 @@ pub async fn run(a: RecoveryArgs) -> anyhow::Result<()> {
             report.duplicated,
             report.out_of_order,
             report.not_recovered,
+        );
+    }
+    Ok(())
+}
+
+/// The reconnect storm: `--missed` messages are published to a fresh channel, then `--storm`
+/// clients connect (at most `--storm-concurrency` connects in flight), each naming the offset
+/// before them; each must receive exactly those messages, in order.
+async fn storm(a: &RecoveryArgs) -> anyhow::Result<()> {
+    if a.storm > 20_000 || a.missed == 0 || a.missed > 10_000 {
+        bail!("--storm must be at most 20000 and --missed 1 to 10000");
+    }
+    let channel = format!(
+        "{}-storm-{:x}",
+        a.channel_prefix,
+        crate::scenario::now_us() % 0xffff_ffff
+    );
+    let (epoch, base) = warm_up(a, &channel).await?;
+    for _ in 0..a.missed {
+        warm_up(a, &channel).await?;
+    }
+    let url = a
+        .url
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .replace("{channel}", &channel);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}recover={channel}:{base}:{epoch}");
+    let gate = Arc::new(tokio::sync::Semaphore::new(
+        a.storm_concurrency.clamp(1, 4096),
+    ));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(a.storm);
+    for _ in 0..a.storm {
+        let (url, gate, missed) = (url.clone(), Arc::clone(&gate), a.missed);
+        tasks.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await.ok()?;
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.ok()?;
+            drop(permit);
+            let mut next = base + 1;
+            while next <= base + missed {
+                let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                    .await
+                    .ok()??;
+                let Ok(Message::Text(t)) = m else { continue };
+                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+                if v["offset"].as_u64() != Some(next) {
+                    return None;
+                }
+                next += 1;
+            }
+            Some((started.elapsed(), ws))
+        }));
+    }
+    let mut report = StormReport {
+        missed: a.missed,
+        ..StormReport::default()
+    };
+    let mut last = Duration::ZERO;
+    let mut open = Vec::with_capacity(a.storm);
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some((at, ws)) => {
+                report.recovered += 1;
+                last = last.max(at);
+                open.push(ws);
+            }
+            None => report.failed += 1,
+        }
+    }
+    report.secs = last.as_secs_f64();
+    report.recoveries_per_sec = report.recovered as f64 / report.secs.max(1e-9);
+    drop(open);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "storm: {} clients recovered {} messages each in {:.2} s: {:.0} recoveries/s ({} failed)",
+            report.recovered, report.missed, report.secs, report.recoveries_per_sec, report.failed
         );
     }
     Ok(())
