@@ -75,7 +75,15 @@ pub struct Log {
     /// Cluster mode: connections whose replay is being fetched, with the live messages that
     /// arrived for them meanwhile.
     pub(crate) pending: Vec<Pending>,
+    /// Cluster mode: connections whose replay went up to an offset, with when it ended. Redis
+    /// answers the fetch on one connection and pushes the live messages on another (through
+    /// the inbox), so a message the replay held may still arrive live afterwards: it is
+    /// skipped. The entry goes with the first later offset, or after [`FLOOR_LIFETIME`].
+    pub(crate) floors: std::collections::HashMap<crate::conn::id::ConnectionId, (u64, Instant)>,
 }
+
+/// How long a replay's floor is kept when no later message arrives to clear it.
+pub const FLOOR_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Most live messages held for one recovering connection while its replay is fetched; past
 /// it the recovery ends `recovered:false` (the client reloads) rather than hold more.
@@ -189,6 +197,7 @@ impl Log {
             entries: VecDeque::new(),
             touched: Instant::now(),
             pending: Vec::new(),
+            floors: std::collections::HashMap::new(),
         }
     }
 
@@ -398,8 +407,11 @@ impl History {
                     self.release(&e);
                 }
             }
+            log.floors
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < FLOOR_LIFETIME);
             !(log.entries.is_empty()
                 && log.pending.is_empty()
+                && log.floors.is_empty()
                 && now.saturating_duration_since(log.touched) >= ttl)
         });
     }
@@ -513,6 +525,11 @@ impl Locked<'_> {
     /// Cluster mode: marks the log used by a delivery from Redis.
     pub fn touch_relay(&mut self) {
         self.log.touched = Instant::now();
+    }
+
+    /// Cluster mode: `conn`'s replay went up to `offset`; live messages up to it are skipped.
+    pub fn set_floor(&mut self, conn: crate::conn::id::ConnectionId, offset: u64) {
+        self.log.floors.insert(conn, (offset, Instant::now()));
     }
 
     /// Marks the log used (a recovery), so a quiet channel's epoch lives on.

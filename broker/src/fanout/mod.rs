@@ -236,13 +236,26 @@ pub fn relay(
     let mut locked = h.lock(&log);
     locked.touch_relay();
     let mut fan = FanOutState::new(state, frame.clone(), exclude, false);
-    let pending = &mut locked.pending;
+    let log = &mut *locked;
+    let (pending, floors) = (&mut log.pending, &mut log.floors);
     state.channels.for_each_subscriber(channel, |c| {
-        match pending.iter_mut().find(|p| p.conn == c.id) {
-            Some(p) if exclude != Some(c.id) => p.hold(offset, frame.clone()),
-            Some(_) => {}
-            None => fan.push(c),
+        if let Some(p) = pending.iter_mut().find(|p| p.conn == c.id) {
+            if exclude != Some(c.id) {
+                p.hold(offset, frame.clone());
+            }
+            return;
         }
+        if !floors.is_empty() {
+            match floors.get(&c.id) {
+                // Replayed already.
+                Some((to, _)) if offset <= *to => return,
+                Some(_) => {
+                    floors.remove(&c.id);
+                }
+                None => {}
+            }
+        }
+        fan.push(c);
     });
     let out = fan.finish("cluster_publish");
     drop(locked);

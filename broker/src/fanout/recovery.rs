@@ -221,9 +221,12 @@ pub async fn subscribe_recovering_via(
                         ));
                 }
                 let to = items.last().map_or(since.offset, |i| i.offset);
+                let held_to = held.frames.last().map_or(to, |(o, _)| (*o).max(to));
                 for fr in after_replay(held.frames, to) {
                     ok = ok && send(fr);
                 }
+                // What Redis pushes later for offsets already sent is skipped.
+                locked.set_floor(conn.id, held_to);
                 Recovered::Yes
             }
             _ => {
@@ -387,6 +390,49 @@ mod tests {
                 .collect();
             assert_eq!(offsets, (4..=210).collect::<Vec<u64>>(), "round {round}");
         }
+    }
+
+    /// Cluster mode: Redis answers a recovery's fetch on one connection and pushes live messages
+    /// on another, so a message the replay sent may still arrive live: it is skipped, and the
+    /// first later one clears the floor. Live messages for a connection whose fetch is under
+    /// way are held, not sent.
+    #[test]
+    fn relayed_messages_respect_pending_recoveries_and_replay_floors() {
+        let config = crate::config::Config::from_toml_str(
+            "[[channels]]\npattern = \"c\"\nhistory_size = 10\nenvelope = \"json\"\n",
+        )
+        .expect("valid");
+        let state = crate::test_state(config);
+        let (replayed, fetching, other) = (open(&state), open(&state), open(&state));
+        for c in [&replayed, &fetching, &other] {
+            state.channels.subscribe("c", c, 10).expect("sub");
+        }
+        let log = state.history.log("c");
+        {
+            let mut locked = state.history.lock(&log);
+            locked.set_floor(replayed.id, 5);
+            locked.pending.push(Pending {
+                conn: fetching.id,
+                frames: Vec::new(),
+                overflowed: false,
+            });
+        }
+        for offset in 4..=7 {
+            crate::fanout::relay(&state, "c", b"{}", None, offset, "e");
+        }
+        let offsets = |c: &Connection| -> Vec<u64> {
+            texts(c)
+                .iter()
+                .map(|m| m["offset"].as_u64().expect("offset"))
+                .collect()
+        };
+        assert_eq!(offsets(&replayed), vec![6, 7]);
+        assert_eq!(offsets(&other), vec![4, 5, 6, 7]);
+        assert!(offsets(&fetching).is_empty());
+        let locked = state.history.lock(&log);
+        assert!(locked.floors.is_empty());
+        let held: Vec<u64> = locked.pending[0].frames.iter().map(|(o, _)| *o).collect();
+        assert_eq!(held, vec![4, 5, 6, 7]);
     }
 
     #[test]
