@@ -74,6 +74,10 @@ pub struct RecoveryArgs {
     /// Storm connects in flight.
     #[arg(long, default_value_t = 512)]
     storm_concurrency: usize,
+    /// The storm's channel (default: a fresh one). A node whose `$connect` subscribes every
+    /// client to a fixed channel (a `mock` route) measures recovery without a webhook call.
+    #[arg(long)]
+    storm_channel: Option<String>,
 }
 
 /// What a reconnect storm saw.
@@ -256,11 +260,13 @@ async fn storm(a: &RecoveryArgs) -> anyhow::Result<()> {
     if a.storm > 20_000 || a.missed == 0 || a.missed > 10_000 {
         bail!("--storm must be at most 20000 and --missed 1 to 10000");
     }
-    let channel = format!(
-        "{}-storm-{:x}",
-        a.channel_prefix,
-        crate::scenario::now_us() % 0xffff_ffff
-    );
+    let channel = a.storm_channel.clone().unwrap_or_else(|| {
+        format!(
+            "{}-storm-{:x}",
+            a.channel_prefix,
+            crate::scenario::now_us() % 0xffff_ffff
+        )
+    });
     let (epoch, base) = warm_up(a, &channel).await?;
     for _ in 0..a.missed {
         warm_up(a, &channel).await?;
