@@ -12,7 +12,10 @@
 #      -> w1-plain-<n>.json, w1-history-<n>.json;
 #   4. a reconnect storm on one node: STORM (default 10 000) clients connect at once, each
 #      recovering 50 missed messages -> storm-1.json; and 2 000 on the three nodes, with the
-#      Redis commands it took (INFO commandstats) -> storm-3.json, storm-3-redis.txt.
+#      Redis commands it took (INFO commandstats) -> storm-3.json, storm-3-redis.txt;
+#   5. the storm without a webhook: a node whose `$connect` is a mock route subscribing every
+#      client to one channel, 3 runs recovering 50 messages and 3 recovering 1
+#      -> storm-mock-50-<n>.json, storm-mock-1-<n>.json.
 # Results go to ${BENCH_OUT:-target/bench}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +63,36 @@ done
 echo "== storm on one node"
 "$L" recovery --url "$U1" --publish-url "$P1" --backend-listen 127.0.0.1:$BACKEND \
   --storm "${STORM:-10000}" --missed 50 --json | tee "$OUT/storm-1.json"
+cleanup; PIDS=()
+sleep 1
+
+# The storm without a webhook call per connection.
+WS=$(free_port); CTL=$(free_port)
+cat >target/bench-storm.toml <<TOML
+[routes."\$connect"]
+integration = "mock"
+response = '{"channels":["churn-storm"]}'
+[[channels]]
+pattern = "churn-*"
+history_size = 2000
+history_ttl_secs = 600
+envelope = "json"
+[log]
+level = "warn"
+TOML
+target/release/gangway --config target/bench-storm.toml \
+  --websocket-listen 127.0.0.1:$WS --control-listen 127.0.0.1:$CTL &
+PIDS+=($!)
+sleep 1
+for missed in 50 1; do
+  for round in $(seq 1 "${ROUNDS:-3}"); do
+    echo "== storm, mock \$connect, $missed missed, round $round"
+    "$L" recovery --url "ws://127.0.0.1:$WS/" --publish-url "http://127.0.0.1:$CTL/@channels/{channel}" \
+      --backend-listen 127.0.0.1:$BACKEND --storm "${STORM:-10000}" --missed "$missed" \
+      --storm-channel churn-storm --json | tee "$OUT/storm-mock-$missed-$round.json"
+    sleep 2
+  done
+done
 cleanup; PIDS=()
 sleep 1
 

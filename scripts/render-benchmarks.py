@@ -927,8 +927,9 @@ tables above needs the experiment rerun.
 
 ### History and recovery (issue 14): churn, fan-out with history, reconnect storms
 
-Recorded 2026-12-02 on a 2 vCPU AMD EPYC machine (24 GiB, rustc 1.95.0), release build, one run of
-`scripts/bench-recovery.sh` (everything on loopback; the load tool shares the two cores).
+Recorded 2026-12-02 on a 2 vCPU AMD EPYC machine (24 GiB, rustc 1.95.0), release build,
+`scripts/bench-recovery.sh` (everything on loopback; the load tool shares the two cores; the
+`mock` storm rows were run by hand with the same commands the script's part 5 now runs).
 
 **Churn.** 1 000 subscribers on 10 channels with history (`envelope = "json"`), 200 publishes/s
 for 30 s (6 000 publishes, 600 000 expected deliveries), each subscriber dropping its socket every
