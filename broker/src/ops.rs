@@ -11,7 +11,7 @@ use crate::conn::id::ConnectionId;
 use crate::conn::op::{ConnOp, Listed, OpOutcome};
 use crate::error::ConnectionError;
 use crate::fanout::channels::{self, SubscribeError};
-use crate::fanout::deliver;
+use crate::fanout::{deliver, join_leave};
 use crate::state::NodeState;
 
 /// Runs `op` on connection `id` of this node.
@@ -169,9 +169,12 @@ pub async fn subscribe(
     check_channel(channel)?;
     let max = state.config().limits.max_channels_per_connection;
     match state.channels.subscribe(channel, conn, max) {
-        Ok(_) => {
+        Ok(new) => {
             if let Some(c) = state.cluster() {
                 c.reconcile(channel).await;
+            }
+            if new {
+                join_leave::announce(state, channel, conn, join_leave::Change::Join);
             }
             Ok(())
         }
@@ -188,6 +191,7 @@ pub async fn unsubscribe(
 ) -> Result<(), ConnectionError> {
     check_channel(channel)?;
     if state.channels.unsubscribe(channel, conn) {
+        join_leave::announce(state, channel, conn, join_leave::Change::Leave);
         if let Some(c) = state.cluster() {
             c.reconcile(channel).await;
         }

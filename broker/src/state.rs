@@ -75,6 +75,13 @@ pub(crate) trait ClusterLink: Send + Sync + std::fmt::Debug {
         exclude: Option<ConnectionId>,
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<(), ConnectionError>>;
+    /// Sends a channel's join or leave message to the other nodes interested in `channel`.
+    fn channel_event<'a>(
+        &'a self,
+        channel: &'a str,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), ConnectionError>>;
     /// Sends a broadcast to every other node.
     fn broadcast<'a>(
         &'a self,

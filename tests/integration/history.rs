@@ -598,3 +598,57 @@ async fn presence_spans_the_cluster_and_forgets_a_killed_node() {
     drop(on_b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_who_joins_and_leaves_on_every_node() {
+    let redis = RedisServer::start();
+    let backend = principal_backend().await;
+    let config = format!("{}join_leave = true\n", presence_config(&backend));
+    let on = |id: &str| {
+        format!(
+            "{config}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n{FAST}",
+            redis.url()
+        )
+    };
+    let a = node(&on("jl-a")).await;
+    let b = node(&on("jl-b")).await;
+    for n in [&a, &b] {
+        eventually("joined", || joined(n)).await;
+    }
+    let mut alice = connect_to(&a, "?user=alice").await;
+    subscribers(&a, "room", 1).await;
+    // Bob joins on the other node: alice hears it through Redis; bob hears nothing of himself.
+    let mut bob = connect_to(&b, "?user=bob").await;
+    let join = next_json(&mut alice).await;
+    assert_eq!(
+        (
+            join["type"].as_str(),
+            join["channel"].as_str(),
+            join["principalId"].as_str()
+        ),
+        (Some("join"), Some("room"), Some("bob"))
+    );
+    let bob_id = join["connectionId"].as_str().expect("id").to_string();
+    assert_eq!(b.broker.connection_ids(), vec![bob_id.clone()]);
+    // Carol joins alice's node: both hear it.
+    let carol = connect_to(&a, "?user=carol").await;
+    assert_eq!(next_json(&mut alice).await["principalId"], "carol");
+    assert_eq!(next_json(&mut bob).await["principalId"], "carol");
+    // Bob is unsubscribed by a backend, carol closes: leave messages for those still there.
+    assert_eq!(
+        Control::of(&a).unsubscribe(&bob_id, "room").await.status,
+        204
+    );
+    let leave = next_json(&mut alice).await;
+    assert_eq!(
+        (leave["type"].as_str(), leave["connectionId"].as_str()),
+        (Some("leave"), Some(bob_id.as_str()))
+    );
+    drop(carol);
+    let leave = next_json(&mut alice).await;
+    assert_eq!(
+        (leave["type"].as_str(), leave["principalId"].as_str()),
+        (Some("leave"), Some("carol"))
+    );
+    silent(&mut bob).await;
+}

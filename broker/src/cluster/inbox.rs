@@ -126,6 +126,25 @@ fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
             &payload,
             exclude,
         ),
+        Msg::ChannelEvent {
+            origin,
+            channel,
+            exclude,
+            payload,
+        } => {
+            if origin == cluster.tag || payload.len() > state.config().limits.max_message_bytes {
+                return;
+            }
+            count_in(state, "publish");
+            fan_out(
+                state,
+                Audience::Channel(&channel),
+                &payload,
+                exclude,
+                "cluster_publish",
+                false,
+            );
+        }
         Msg::Broadcast {
             origin,
             exclude,

@@ -567,6 +567,28 @@ impl ClusterLink for Link {
         .boxed()
     }
 
+    fn channel_event<'a>(
+        &'a self,
+        channel: &'a str,
+        exclude: Option<ConnectionId>,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            let msg = Msg::ChannelEvent {
+                origin: self.cluster.tag,
+                channel: channel.to_string(),
+                exclude,
+                payload: Bytes::copy_from_slice(payload),
+            };
+            self.cluster
+                .send(&keys::channel(channel), &msg)
+                .await
+                .map(|_| ())
+        }
+        .boxed()
+    }
+
     fn broadcast<'a>(
         &'a self,
         exclude: Option<ConnectionId>,

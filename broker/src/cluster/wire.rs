@@ -70,6 +70,18 @@ pub enum Msg {
         /// The message's offset.
         offset: u64,
     },
+    /// A channel's join or leave message, sent to its subscribers as it is (no envelope
+    /// added, no offset).
+    ChannelEvent {
+        /// The node of the connection that joined or left.
+        origin: NodeTag,
+        /// The channel.
+        channel: String,
+        /// The connection that joined or left (not told).
+        exclude: Option<ConnectionId>,
+        /// The message.
+        payload: Bytes,
+    },
     /// A broadcast to every connection of every node.
     Broadcast {
         /// The publishing node, which delivered locally already.
@@ -129,6 +141,7 @@ const KIND_BROADCAST: u8 = 4;
 const KIND_COUNT_QUERY: u8 = 5;
 const KIND_COUNT: u8 = 6;
 const KIND_HISTORY_PUBLISH: u8 = 7;
+const KIND_CHANNEL_EVENT: u8 = 8;
 
 const OP_POST: u8 = 1;
 const OP_GET: u8 = 2;
@@ -202,6 +215,18 @@ impl Msg {
                 put_bytes(&mut w, epoch.as_bytes());
                 w.extend_from_slice(&offset.to_be_bytes());
             }
+            Msg::ChannelEvent {
+                origin,
+                channel,
+                exclude,
+                payload,
+            } => {
+                w.push(KIND_CHANNEL_EVENT);
+                w.extend_from_slice(&origin.to_bytes());
+                put_bytes(&mut w, channel.as_bytes());
+                put_exclude(&mut w, *exclude);
+                put_bytes(&mut w, payload);
+            }
             Msg::Broadcast {
                 origin,
                 exclude,
@@ -266,6 +291,12 @@ impl Msg {
                 payload: Bytes::copy_from_slice(r.bytes()?),
                 epoch: r.string()?,
                 offset: r.u64()?,
+            },
+            KIND_CHANNEL_EVENT => Msg::ChannelEvent {
+                origin: r.tag()?,
+                channel: r.string()?,
+                exclude: r.exclude()?,
+                payload: Bytes::copy_from_slice(r.bytes()?),
             },
             KIND_BROADCAST => Msg::Broadcast {
                 origin: r.tag()?,
@@ -724,6 +755,12 @@ mod tests {
                 origin: tag,
                 exclude: None,
                 payload: Bytes::from_static(b"all"),
+            },
+            Msg::ChannelEvent {
+                origin: tag,
+                channel: "room".into(),
+                exclude: Some(conn),
+                payload: Bytes::from_static(br#"{"type":"join"}"#),
             },
             Msg::HistoryPublish {
                 origin: tag,

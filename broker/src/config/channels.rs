@@ -173,12 +173,6 @@ pub(super) fn read(value: Option<&toml::Value>, problems: &mut Vec<ConfigProblem
         let presence = r.bool("presence", false);
         let join_leave = r.bool("join_leave", false);
         r.finish();
-        if join_leave {
-            problems.push(ConfigProblem {
-                key: format!("{prefix}.join_leave"),
-                message: "join/leave messages are not available yet in this version".into(),
-            });
-        }
         let Some(pattern) = pattern else { continue };
         if rules.iter().any(|x| x.pattern == pattern) {
             problems.push(ConfigProblem {

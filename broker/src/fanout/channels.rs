@@ -31,6 +31,15 @@ pub enum SubscribeError {
     },
 }
 
+/// What [`Channels::remove_connection`] did.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// The channels the connection was in.
+    pub channels: Vec<Arc<str>>,
+    /// Those with no local subscriber left.
+    pub emptied: Vec<Arc<str>>,
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Channels {
@@ -85,14 +94,19 @@ impl Channels {
         true
     }
 
-    /// Removes a closed connection from every channel it was in; returns the channels that
-    /// have no local subscriber left.
-    pub fn remove_connection(&self, conn: &Connection) -> Vec<Arc<str>> {
+    /// Removes a closed connection from every channel it was in; returns those channels, and
+    /// the ones among them that have no local subscriber left.
+    pub fn remove_connection(&self, conn: &Connection) -> Removed {
         let names = std::mem::take(&mut *conn.channels_lock());
-        names
-            .into_iter()
+        let emptied = names
+            .iter()
             .filter(|name| self.remove_member(name, &conn.id))
-            .collect()
+            .cloned()
+            .collect();
+        Removed {
+            channels: names,
+            emptied,
+        }
     }
 
     /// Removes one member; true when the channel became empty.
@@ -168,7 +182,9 @@ mod tests {
         assert!(!ch.unsubscribe("r", &b));
         assert_eq!(ch.subscriber_count("r"), 1);
         a.outbox.close();
-        ch.remove_connection(&a);
+        let removed = ch.remove_connection(&a);
+        assert_eq!(removed.channels.len(), 2);
+        assert_eq!(removed.emptied.len(), 2);
         assert_eq!(ch.channel_count(), 0);
         assert_eq!(ch.subscribe("r", &a, 10), Err(SubscribeError::Closed));
     }

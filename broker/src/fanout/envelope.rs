@@ -44,6 +44,25 @@ pub fn message(channel: &str, at: Option<Position<'_>>, data: &[u8]) -> Vec<u8> 
     out
 }
 
+/// A join or leave message: `{"type": "join"|"leave", "channel", "connectionId",
+/// "principalId"?}`.
+pub fn join_leave(
+    channel: &str,
+    kind: &str,
+    connection_id: &str,
+    principal: Option<&str>,
+) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "type": kind,
+        "channel": channel,
+        "connectionId": connection_id,
+    });
+    if let Some(p) = principal {
+        v["principalId"] = p.into();
+    }
+    v.to_string().into_bytes()
+}
+
 /// The notice a recovering client gets when the gap cannot be filled: `now` is the channel's
 /// epoch and newest offset.
 pub fn not_recovered(channel: &str, now: Position<'_>) -> Vec<u8> {

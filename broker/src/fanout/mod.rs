@@ -12,6 +12,7 @@
 pub mod channels;
 pub mod envelope;
 pub mod history;
+pub mod join_leave;
 pub mod recovery;
 pub mod write_through;
 

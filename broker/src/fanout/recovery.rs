@@ -17,7 +17,7 @@ use crate::conn::frame;
 use crate::error::ConnectionError;
 use crate::fanout::channels::{validate_name, SubscribeError};
 use crate::fanout::history::{after_replay, Pending, Position, Replay, Since};
-use crate::fanout::{deliver, envelope};
+use crate::fanout::{deliver, envelope, join_leave};
 use crate::state::NodeState;
 use bytes::Bytes;
 
@@ -115,19 +115,25 @@ pub fn subscribe_recovering(
     let config = state.config();
     let max = config.limits.max_channels_per_connection;
     let subscribe = || match state.channels.subscribe(channel, conn, max) {
-        Ok(_) => Ok(()),
+        Ok(new) => Ok(new),
         Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
         Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
     };
+    let joined = |new: bool| {
+        if new {
+            join_leave::announce(state, channel, conn, join_leave::Change::Join);
+        }
+    };
     let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) else {
-        subscribe()?;
+        let new = subscribe()?;
         let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
         let _ = deliver(state, conn, notice, "recovery");
+        joined(new);
         return Ok(count(state, Recovered::NoHistory));
     };
     let log = state.history.log(channel);
     let mut locked = state.history.lock(&log);
-    subscribe()?;
+    let new = subscribe()?;
     locked.touch();
     let outcome = match locked.replay(since, rule.history_ttl) {
         Replay::Frames(frames) => {
@@ -148,6 +154,7 @@ pub fn subscribe_recovering(
         }
     };
     drop(locked);
+    joined(new);
     Ok(count(state, outcome))
 }
 
@@ -166,27 +173,34 @@ pub async fn subscribe_recovering_via(
     let config = state.config.load_full();
     let max = config.limits.max_channels_per_connection;
     let subscribe = || match state.channels.subscribe(channel, conn, max) {
-        Ok(_) => Ok(()),
+        Ok(new) => Ok(new),
         Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
         Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
     };
+    let joined = |new: bool| {
+        if new {
+            join_leave::announce(state, channel, conn, join_leave::Change::Join);
+        }
+    };
     let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) else {
-        subscribe()?;
+        let new = subscribe()?;
         cluster.reconcile(channel).await;
         let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
         let _ = deliver(state, conn, notice, "recovery");
+        joined(new);
         return Ok(count(state, Recovered::NoHistory));
     };
-    {
+    let new = {
         let log = state.history.log(channel);
         let mut locked = state.history.lock(&log);
-        subscribe()?;
+        let new = subscribe()?;
         locked.pending.push(Pending {
             conn: conn.id,
             frames: Vec::new(),
             overflowed: false,
         });
-    }
+        new
+    };
     cluster.reconcile(channel).await;
     let fetched = cluster
         .fetch_history(channel, since.offset, rule.history_size, rule.history_ttl)
@@ -257,6 +271,7 @@ pub async fn subscribe_recovering_via(
         }
     };
     drop(locked);
+    joined(new);
     Ok(count(state, outcome))
 }
 

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::conn::capacity::Held;
 use crate::conn::transport::{PlainTcp, Transport};
+use crate::fanout::join_leave;
 use crate::integration::disconnect;
 use crate::state::NodeState;
 use crate::ws::forwarded::{self, BeforeUpgrade};
@@ -150,9 +151,12 @@ async fn serve_socket<T: Transport>(
     state.registry.remove(&conn.id);
     drop(opened.slot);
     let discarded = conn.outbox.close();
-    let emptied = state.channels.remove_connection(&conn);
+    let removed = state.channels.remove_connection(&conn);
+    for channel in &removed.channels {
+        join_leave::announce(&state, channel, &conn, join_leave::Change::Leave);
+    }
     if let Some(c) = state.cluster() {
-        for channel in emptied {
+        for channel in removed.emptied {
             c.reconcile(&channel).await;
         }
     }
