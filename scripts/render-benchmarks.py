@@ -974,11 +974,21 @@ the first connect to the last recovery, 0 failed in every run:
 
 Target ≥ 5 000/s recovering 50 messages on one node: **missed** — 3 430/s. The same storm
 recovering one message each reaches 6 166/s, so the 49 extra messages per client (490 000
-frames) cost about as much as the connections themselves; in this run the load tool, on the same
-two cores, parses every one of those JSON envelopes to check its offset, and the webhook rows
-are held to the `$connect` call rate (the W1 ramp above opens connections through the same
-webhook at about 1 950/s). Not yet profiled: how the two cores split between the node's replay
-and the load tool.
+frames) cost about as much as the connections themselves; the webhook rows are held to the
+`$connect` call rate (the W1 ramp above opens connections through the same webhook at about
+1 950/s). Where the two cores go (a later rerun on the same build plus join/leave, node CPU from
+`/proc/PID/stat`, the load tool's from `/usr/bin/time`; 10 000 clients, mock `$connect`):
+
+| missed per client | recoveries/s | node CPU | node CPU per recovery | load tool CPU |
+|---|---|---|---|---|
+| 50 | 3 808, 3 900 | 1.91 s, 1.84 s | 0.19 ms | 4.21 s, 4.42 s |
+| 1 | 6 346, 7 614 | 1.50 s, 1.22 s | 0.12–0.15 ms | 2.21 s, 1.91 s |
+
+The machine is saturated (about 6 s of CPU in a 2.6 s storm on two cores) and the load tool —
+which opens 10 000 connections and JSON-parses every one of the 500 000 envelopes to check its
+offset — takes more than two thirds of it. The node spends 0.19 ms per 50-message recovery
+(0.05 ms more than for one message), which on two cores of its own is about 10 000 recoveries/s;
+reaching the target on this machine needs the load generator elsewhere, not a faster node.
 
 **Redis commands per recovery** (the three-node storm, `INFO commandstats` over it): one
 `EVALSHA` per recovery (2 051 = 2 000 recoveries + 51 publishes; inside it `HGET` ×2, `LLEN`,
