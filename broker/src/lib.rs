@@ -143,6 +143,22 @@ pub(crate) fn test_state(config: Config) -> Arc<NodeState> {
     Arc::new(node_state(config).expect("a valid test config"))
 }
 
+/// An open connection registered on `state`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_connection(state: &NodeState) -> Arc<conn::connection::Connection> {
+    let id = ConnectionId::generate(state.node_tag).expect("rng");
+    let c = Arc::new(conn::connection::Connection::new(
+        id,
+        0,
+        [127, 0, 0, 1].into(),
+        None,
+        "h".into(),
+        None,
+    ));
+    state.registry.insert(Arc::clone(&c));
+    c
+}
+
 impl Broker {
     /// Builds a node from a validated config. Generates the node id when the config has none. With
     /// `[cluster] redis_url` it joins the cluster, and must then be called inside a tokio

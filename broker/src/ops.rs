@@ -10,7 +10,7 @@ use crate::conn::frame;
 use crate::conn::id::ConnectionId;
 use crate::conn::op::{ConnOp, Listed, OpOutcome};
 use crate::error::ConnectionError;
-use crate::fanout::channels::{self, SubscribeError};
+use crate::fanout::channels;
 use crate::fanout::{deliver, join_leave};
 use crate::state::NodeState;
 
@@ -178,8 +178,7 @@ pub async fn subscribe(
             }
             Ok(())
         }
-        Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
-        Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
+        Err(e) => Err(e.into()),
     }
 }
 

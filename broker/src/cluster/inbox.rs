@@ -102,12 +102,7 @@ fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
             offset,
         } => {
             // The publisher's own messages come back too: Redis's order is the channel's.
-            if payload.len() > state.config().limits.max_message_bytes {
-                state
-                    .metrics
-                    .cluster_dropped_total
-                    .with_label_values(&["too_large"])
-                    .inc();
+            if too_large(state, &payload) {
                 return;
             }
             count_in(state, "publish");
@@ -132,7 +127,7 @@ fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
             exclude,
             payload,
         } => {
-            if origin == cluster.tag || payload.len() > state.config().limits.max_message_bytes {
+            if origin == cluster.tag || too_large(state, &payload) {
                 return;
             }
             count_in(state, "publish");
@@ -176,6 +171,20 @@ fn on_message(state: &Arc<NodeState>, cluster: &Arc<Cluster>, msg: Msg) {
     }
 }
 
+/// Another node checked the size, but what arrives from Redis is checked again: a message over
+/// this node's limit is never sent to its clients (counted as dropped).
+fn too_large(state: &NodeState, payload: &[u8]) -> bool {
+    let over = payload.len() > state.config().limits.max_message_bytes;
+    if over {
+        state
+            .metrics
+            .cluster_dropped_total
+            .with_label_values(&["too_large"])
+            .inc();
+    }
+    over
+}
+
 /// Delivers another node's publish or broadcast to this node's connections.
 fn fan_in(
     state: &NodeState,
@@ -188,14 +197,7 @@ fn fan_in(
     if origin == cluster.tag {
         return;
     }
-    // Another node checked the size, but what arrives from Redis is checked again: a message
-    // over this node's limit is never sent to its clients.
-    if payload.len() > state.config().limits.max_message_bytes {
-        state
-            .metrics
-            .cluster_dropped_total
-            .with_label_values(&["too_large"])
-            .inc();
+    if too_large(state, payload) {
         return;
     }
     let (kind, source) = match audience {

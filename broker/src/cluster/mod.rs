@@ -424,6 +424,22 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Sends `msg` on `channel`'s Redis channel (to the nodes with subscribers).
+    fn to_channel<'a>(
+        &'a self,
+        channel: &'a str,
+        msg: Msg,
+    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
+        async move {
+            self.cluster.fail_fast()?;
+            self.cluster
+                .send(&keys::channel(channel), &msg)
+                .await
+                .map(|_| ())
+        }
+        .boxed()
+    }
+
     /// The link for `cluster`, serving `state`.
     pub(crate) fn new(cluster: Arc<Cluster>, state: &Arc<NodeState>) -> Self {
         Link {
@@ -551,20 +567,13 @@ impl ClusterLink for Link {
         exclude: Option<ConnectionId>,
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<(), ConnectionError>> {
-        async move {
-            self.cluster.fail_fast()?;
-            let msg = Msg::Publish {
-                origin: self.cluster.tag,
-                channel: channel.to_string(),
-                exclude,
-                payload: Bytes::copy_from_slice(payload),
-            };
-            self.cluster
-                .send(&keys::channel(channel), &msg)
-                .await
-                .map(|_| ())
-        }
-        .boxed()
+        let msg = Msg::Publish {
+            origin: self.cluster.tag,
+            channel: channel.to_string(),
+            exclude,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.to_channel(channel, msg)
     }
 
     fn channel_event<'a>(
@@ -573,20 +582,13 @@ impl ClusterLink for Link {
         exclude: Option<ConnectionId>,
         payload: &'a [u8],
     ) -> BoxFuture<'a, Result<(), ConnectionError>> {
-        async move {
-            self.cluster.fail_fast()?;
-            let msg = Msg::ChannelEvent {
-                origin: self.cluster.tag,
-                channel: channel.to_string(),
-                exclude,
-                payload: Bytes::copy_from_slice(payload),
-            };
-            self.cluster
-                .send(&keys::channel(channel), &msg)
-                .await
-                .map(|_| ())
-        }
-        .boxed()
+        let msg = Msg::ChannelEvent {
+            origin: self.cluster.tag,
+            channel: channel.to_string(),
+            exclude,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.to_channel(channel, msg)
     }
 
     fn broadcast<'a>(

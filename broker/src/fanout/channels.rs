@@ -31,6 +31,17 @@ pub enum SubscribeError {
     },
 }
 
+impl From<SubscribeError> for crate::error::ConnectionError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Closed => crate::error::ConnectionError::Gone,
+            SubscribeError::TooMany { max } => {
+                crate::error::ConnectionError::TooManyChannels { max }
+            }
+        }
+    }
+}
+
 /// What [`Channels::remove_connection`] did.
 #[derive(Debug, Default)]
 pub struct Removed {

@@ -408,21 +408,7 @@ mod tests {
     use crate::conn::outbox::FRAME_OVERHEAD_BYTES;
 
     fn open(state: &NodeState, n: usize) -> Vec<Arc<Connection>> {
-        (0..n)
-            .map(|_| {
-                let id = ConnectionId::generate(state.node_tag).expect("rng");
-                let c = Arc::new(Connection::new(
-                    id,
-                    0,
-                    [127, 0, 0, 1].into(),
-                    None,
-                    "h".into(),
-                    None,
-                ));
-                state.registry.insert(Arc::clone(&c));
-                c
-            })
-            .collect()
+        (0..n).map(|_| crate::test_connection(state)).collect()
     }
 
     fn queued(c: &Connection) -> Vec<Bytes> {

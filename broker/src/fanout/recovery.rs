@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::conn::connection::Connection;
 use crate::conn::frame;
 use crate::error::ConnectionError;
-use crate::fanout::channels::{validate_name, SubscribeError};
+use crate::fanout::channels::validate_name;
 use crate::fanout::history::{after_replay, Pending, Position, Replay, Since};
 use crate::fanout::{deliver, envelope, join_leave};
 use crate::state::NodeState;
@@ -114,22 +114,11 @@ pub fn subscribe_recovering(
 ) -> Result<Recovered, ConnectionError> {
     let config = state.config();
     let max = config.limits.max_channels_per_connection;
-    let subscribe = || match state.channels.subscribe(channel, conn, max) {
-        Ok(new) => Ok(new),
-        Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
-        Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
-    };
-    let joined = |new: bool| {
-        if new {
-            join_leave::announce(state, channel, conn, join_leave::Change::Join);
-        }
-    };
+    let subscribe = || state.channels.subscribe(channel, conn, max);
+    let joined = |new: bool| joined(state, conn, channel, new);
     let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) else {
         let new = subscribe()?;
-        let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
-        let _ = deliver(state, conn, notice, "recovery");
-        joined(new);
-        return Ok(count(state, Recovered::NoHistory));
+        return Ok(without_history(state, conn, channel, new));
     };
     let log = state.history.log(channel);
     let mut locked = state.history.lock(&log);
@@ -172,23 +161,12 @@ pub async fn subscribe_recovering_via(
 ) -> Result<Recovered, ConnectionError> {
     let config = state.config.load_full();
     let max = config.limits.max_channels_per_connection;
-    let subscribe = || match state.channels.subscribe(channel, conn, max) {
-        Ok(new) => Ok(new),
-        Err(SubscribeError::Closed) => Err(ConnectionError::Gone),
-        Err(SubscribeError::TooMany { max }) => Err(ConnectionError::TooManyChannels { max }),
-    };
-    let joined = |new: bool| {
-        if new {
-            join_leave::announce(state, channel, conn, join_leave::Change::Join);
-        }
-    };
+    let subscribe = || state.channels.subscribe(channel, conn, max);
+    let joined = |new: bool| joined(state, conn, channel, new);
     let Some(rule) = config.channels.get(channel).filter(|r| r.keeps_history()) else {
         let new = subscribe()?;
         cluster.reconcile(channel).await;
-        let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
-        let _ = deliver(state, conn, notice, "recovery");
-        joined(new);
-        return Ok(count(state, Recovered::NoHistory));
+        return Ok(without_history(state, conn, channel, new));
     };
     let new = {
         let log = state.history.log(channel);
@@ -275,6 +253,21 @@ pub async fn subscribe_recovering_via(
     Ok(count(state, outcome))
 }
 
+/// Announces a new subscription (when the channel's rule asks for join messages).
+fn joined(state: &NodeState, conn: &Connection, channel: &str, new: bool) {
+    if new {
+        join_leave::announce(state, channel, conn, join_leave::Change::Join);
+    }
+}
+
+/// A recovery on a channel that keeps no history: the client, now subscribed, is told.
+fn without_history(state: &NodeState, conn: &Connection, channel: &str, new: bool) -> Recovered {
+    let notice = frame::encode(frame::OPCODE_TEXT, &envelope::no_history(channel));
+    let _ = deliver(state, conn, notice, "recovery");
+    joined(state, conn, channel, new);
+    count(state, Recovered::NoHistory)
+}
+
 /// Tells `conn` that it asked to recover `channel` without being subscribed to it.
 pub fn refuse_unsubscribed(state: &NodeState, conn: &Connection, channel: &str) {
     let notice = frame::encode(frame::OPCODE_TEXT, &envelope::not_subscribed(channel));
@@ -298,7 +291,6 @@ fn count(state: &NodeState, r: Recovered) -> Recovered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::id::ConnectionId;
 
     fn q(v: &[&'static str]) -> Vec<(&'static str, &'static str)> {
         v.iter().map(|s| ("recover", *s)).collect()
@@ -339,17 +331,7 @@ mod tests {
     }
 
     fn open(state: &NodeState) -> Arc<Connection> {
-        let id = ConnectionId::generate(state.node_tag).expect("rng");
-        let c = Arc::new(Connection::new(
-            id,
-            0,
-            [127, 0, 0, 1].into(),
-            None,
-            "h".into(),
-            None,
-        ));
-        state.registry.insert(Arc::clone(&c));
-        c
+        crate::test_connection(state)
     }
 
     fn texts(c: &Connection) -> Vec<serde_json::Value> {
