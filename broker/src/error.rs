@@ -132,6 +132,9 @@ pub enum BrokerError {
         /// Why.
         source: std::io::Error,
     },
+    /// `[limits] send_path = "uring"`, and this kernel cannot do it.
+    #[error("[limits] send_path = \"uring\": {0} (use \"auto\" to fall back to sendmsg)")]
+    SendPath(#[from] crate::conn::uring::UringError),
 }
 
 #[cfg(test)]

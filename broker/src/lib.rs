@@ -114,10 +114,22 @@ fn node_state(config: Config) -> Result<NodeState, BrokerError> {
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_frame_bytes))
         .accept_unmasked_frames(false);
+    let write_through = WriteThrough::new(
+        limits.write_through_max_recipients,
+        fanout::write_through::sender_for(limits.send_path)?,
+    );
+    metrics
+        .send_path_uring
+        .set(i64::from(write_through.uring().is_some()));
+    tracing::info!(
+        send_path = write_through.path_name(),
+        "write-through fan-outs send through {}",
+        write_through.path_name()
+    );
     Ok(NodeState {
         node_tag: NodeTag::of(&node_id),
         node_id,
-        write_through: WriteThrough::new(limits.write_through_max_recipients),
+        write_through,
         slots: Capacity::new(limits.max_connections),
         handshakes: Capacity::new(limits.max_pending_handshakes),
         per_address: conn::throttle::PerAddress::new(limits.connections_per_ip_per_sec),

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub max_connections: IntGauge,
     /// `gangway_cluster_enabled`: 1 in cluster mode (so Redis alerts skip single nodes).
     pub cluster_enabled: IntGauge,
+    /// `gangway_send_path_uring`: 1 while write-through fan-outs send through `io_uring`, 0
+    /// when they use `sendmsg` (`[limits] send_path`, the startup probe, or a ring that failed).
+    pub send_path_uring: IntGauge,
     /// `gangway_history_bytes`: memory channel history takes, with bookkeeping.
     pub history_bytes: IntGauge,
     /// `gangway_history_messages`: messages channel history keeps.
@@ -227,6 +230,11 @@ impl Metrics {
                 "1 when the node runs in cluster mode",
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            send_path_uring: IntGauge::new(
+                "gangway_send_path_uring",
+                "1 while write-through fan-outs send through io_uring, 0 for sendmsg",
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
             history_bytes: IntGauge::new(
                 "gangway_history_bytes",
                 "Memory channel history takes on this node, bookkeeping included",
@@ -270,6 +278,7 @@ impl Metrics {
             Box::new(m.messages_written_through_total.clone()),
             Box::new(m.max_connections.clone()),
             Box::new(m.cluster_enabled.clone()),
+            Box::new(m.send_path_uring.clone()),
             Box::new(m.history_bytes.clone()),
             Box::new(m.history_messages.clone()),
             Box::new(m.history_evicted_total.clone()),

@@ -25,6 +25,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "limits.max_pending_handshakes",
     "limits.max_batch_bytes",
     "limits.write_through_max_recipients",
+    "limits.send_path",
     "limits.connections_per_ip_per_sec",
     "cluster",
 ];
@@ -74,6 +75,7 @@ fn keep_restart_only(old: &Config, new: &mut Config, changed: &mut Vec<String>) 
         limits.max_pending_handshakes,
         limits.max_batch_bytes,
         limits.write_through_max_recipients,
+        limits.send_path,
         limits.connections_per_ip_per_sec
     );
     if old.cluster != new.cluster {

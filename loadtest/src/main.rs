@@ -16,6 +16,8 @@ mod recovery;
 mod reference;
 mod report;
 mod scenario;
+mod server_cpu;
+mod subscriber_procs;
 mod timeline;
 
 use std::net::{IpAddr, SocketAddr};
@@ -104,17 +106,21 @@ pub struct Common {
     /// Write a messages-per-second and latency-over-time chart (SVG) to this file.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
-    /// Worker processes to spread the connections over (connect and echo): each holds its share,
-    /// from its share of --source-ips, so no process passes the open-file limit.
+    /// Worker processes to spread the connections over (connect, echo and fanout): each holds
+    /// its share, from its share of --source-ips, so no process passes the open-file limit. In
+    /// fanout the subscribers live in the workers and this process publishes once all are open.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Set in worker processes: the global index of their first connection.
     #[arg(skip)]
     pub index_offset: usize,
+    /// Set in worker processes: report the latency histogram for the parent to merge.
+    #[arg(skip)]
+    pub export_histogram: bool,
 }
 
 /// Environment variable that makes a process a worker: `<index>/<workers>`.
-const WORKER_ENV: &str = "LOADTEST_WORKER";
+pub(crate) const WORKER_ENV: &str = "LOADTEST_WORKER";
 
 impl Common {
     /// In a worker process, narrows the options to this worker's share.
@@ -143,6 +149,7 @@ impl Common {
         self.quiet = true;
         self.plot = None;
         self.workers = 1;
+        self.export_histogram = true;
         Ok(true)
     }
 }
@@ -234,6 +241,10 @@ struct FanoutArgs {
     /// Channel names are <prefix>-<n>.
     #[arg(long, default_value = "bench")]
     channel_prefix: String,
+    /// The server's process ids (comma-separated, e.g. nginx's workers): report its CPU time
+    /// per delivery, read from /proc/PID/stat from the first publish to the last delivery.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -388,41 +399,75 @@ async fn main() -> anyhow::Result<()> {
             .await;
             (r, a.common.json, a.common.plot.clone())
         }
-        Scenario::Fanout(a) => {
+        Scenario::Fanout(mut a) => {
             check_common(&a.common)?;
             check_publish(&a.publish)?;
             check_loopback(&a.publish_url, a.common.allow_remote)?;
             if a.channels == 0 {
                 bail!("--channels must be at least 1");
             }
-            if let Some(addr) = a.publish.backend_listen {
-                backend::start(addr).await?;
+            let total = a.common.connections;
+            let is_worker = a.common.as_worker()?;
+            let cpu = if is_worker {
+                None
+            } else {
+                server_cpu::ServerCpu::new(&a.server_pid)?
+            };
+            if !is_worker {
+                if let Some(addr) = a.publish.backend_listen {
+                    backend::start(addr).await?;
+                }
             }
             let prefix = a.channel_prefix.clone();
             let name = move |c: usize| format!("{prefix}-{c}");
-            let url = a.common.url.clone();
             let channels = a.channels;
-            let channel_of = name.clone();
-            let url_for =
-                move |i: usize| pick(&url, i).replace("{channel}", &channel_of(i % channels));
-            let n = a.common.connections;
             let targets: Vec<Target> = (0..channels)
                 .map(|c| Target {
                     url: a.publish_url.replace("{channel}", &name(c)),
-                    deliveries: ((n + channels - 1 - c) / channels) as u64,
+                    deliveries: ((total + channels - 1 - c) / channels) as u64,
                 })
                 .collect();
             let how = publish_how(&a.publish);
-            let driver = move |d: Duration| publish::drive(targets, how, d);
-            let r = scenario::run(
+            let hold = secs(a.publish.duration_secs);
+            if !is_worker && a.common.workers > 1 {
+                let r = subscriber_procs::run(a.common.workers.min(64), targets, how, hold, cpu)
+                    .await?;
+                return finish(r, a.common.json, a.common.plot.clone());
+            }
+            let (url, offset) = (a.common.url.clone(), a.common.index_offset);
+            let channel_of = name.clone();
+            let url_for = move |i: usize| {
+                pick(&url, offset + i).replace("{channel}", &channel_of((offset + i) % channels))
+            };
+            let mut mine = vec![0u64; channels];
+            for i in 0..a.common.connections {
+                mine[(offset + i) % channels] += 1;
+            }
+            let cpu_before = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let before = std::sync::Arc::clone(&cpu_before);
+            let cpu_meter = cpu.clone();
+            let driver = move |d: Duration| async move {
+                if is_worker {
+                    return subscriber_procs::await_publishes(mine).await;
+                }
+                if let (Some(c), Ok(mut b)) = (&cpu_meter, before.lock()) {
+                    *b = c.seconds().ok();
+                }
+                publish::drive(targets, how, d).await
+            };
+            let mut r = scenario::run(
                 &a.common,
                 "fanout",
                 Work::Receive,
                 &url_for,
-                secs(a.publish.duration_secs),
+                hold,
                 Some(driver),
             )
             .await;
+            let start = cpu_before.lock().ok().and_then(|b| *b);
+            if let (Some(c), Some(start)) = (&cpu, start) {
+                r.set_server_cpu(c.seconds()? - start);
+            }
             (r, a.common.json, a.common.plot.clone())
         }
         Scenario::Direct(a) => {

@@ -53,6 +53,7 @@ pub async fn drive(targets: Vec<Target>, how: Publish, duration: Duration) -> Dr
     let next = Arc::new(AtomicU64::new(0));
     let result = Arc::new(Mutex::new(DriverResult {
         request_latency: Some(histogram()),
+        published_per_target: vec![0; targets.len()],
         ..DriverResult::default()
     }));
     let started = Instant::now();
@@ -104,6 +105,9 @@ pub async fn drive(targets: Vec<Target>, how: Publish, duration: Duration) -> Dr
                     match outcome {
                         Ok(()) => {
                             r.published += 1;
+                            if let Some(p) = r.published_per_target.get_mut(t) {
+                                *p += 1;
+                            }
                             r.expected_deliveries += targets[t].deliveries;
                             if let Some(h) = r.request_latency.as_mut() {
                                 let _ = h.record(elapsed.as_micros().max(1) as u64);

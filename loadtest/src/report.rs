@@ -84,6 +84,24 @@ pub struct RunResult {
     pub delivery_latency: Percentiles,
     /// Messages received and latency, second by second since the run started.
     pub timeline: Vec<crate::timeline::Second>,
+    /// The server's CPU time (user + system, all its threads) from the first publish to the
+    /// last delivery, when `--server-pid` names it (fanout, direct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` per delivery received, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// A worker process's delivery-latency histogram as (µs, count) pairs, so the parent can
+    /// compute true percentiles over every worker (empty outside worker processes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_histogram: Vec<(u64, u64)>,
+}
+
+/// A histogram's recorded values as (µs, count) pairs.
+pub fn histogram_counts(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
 }
 
 impl Percentiles {
@@ -101,6 +119,13 @@ impl Percentiles {
 }
 
 impl RunResult {
+    /// Records the server's CPU time over the run, and per delivery received.
+    pub fn set_server_cpu(&mut self, secs: f64) {
+        self.server_cpu_secs = Some(secs);
+        self.server_cpu_us_per_delivery =
+            (self.received > 0).then(|| secs * 1e6 / self.received as f64);
+    }
+
     /// Merges the results of worker processes that ran side by side: counts and rates add,
     /// percentiles are the worst worker's.
     pub fn merge(results: Vec<RunResult>) -> RunResult {
@@ -120,6 +145,10 @@ impl RunResult {
             total.round_trips_per_sec += r.round_trips_per_sec;
             total.round_trip_latency = total.round_trip_latency.worst(&r.round_trip_latency);
             total.dropped_while_held += r.dropped_while_held;
+            total.expected_deliveries += r.expected_deliveries;
+            total.lost += r.lost;
+            total.duplicates += r.duplicates;
+            total.deliveries_per_sec += r.deliveries_per_sec;
             for (i, s) in r.timeline.into_iter().enumerate() {
                 match total.timeline.get_mut(i) {
                     Some(t) => {
@@ -180,6 +209,9 @@ pub fn print(r: &RunResult, json: bool) {
             "publish to receive: p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms max {:.2} ms",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+        if let (Some(secs), Some(per)) = (r.server_cpu_secs, r.server_cpu_us_per_delivery) {
+            println!("server CPU: {secs:.2} s, {per:.2} µs per delivery");
+        }
         return;
     }
     if r.sent > 0 {

@@ -47,6 +47,8 @@ pub struct DriverResult {
     pub request_latency: Option<Histogram<u64>>,
     /// How long the driver ran.
     pub elapsed: Duration,
+    /// Successful requests to each target, in target order (fanout).
+    pub published_per_target: Vec<u64>,
 }
 
 struct Shared {
@@ -316,6 +318,9 @@ where
             result.deliveries_per_sec =
                 result.received as f64 / last_delivery.as_secs_f64().max(1e-9);
             result.delivery_latency = Percentiles::from_us(&rtt);
+            if common.export_histogram {
+                result.latency_histogram = crate::report::histogram_counts(&rtt);
+            }
         }
     }
     result

@@ -1,5 +1,6 @@
 //! Write-through fan-out: quiet publishes sent straight to the sockets by the publisher, mixed
-//! with everything else a session writes (pongs, pings, queued frames, partial writes).
+//! with everything else a session writes (pongs, pings, queued frames, partial writes). Every
+//! test runs on both send paths (`[limits] send_path = "uring"` and `"sendmsg"`).
 
 use std::time::Duration;
 
@@ -7,8 +8,38 @@ use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Longer than `write_through::QUIET`, so every publish in these tests may write through.
+/// Publishes this far apart stay far below `write_through::MAX_RATE`: each may write through.
 const SPACING: Duration = Duration::from_millis(40);
+
+/// A `[limits]` section choosing `path`, with `rest` (more `[limits]` keys).
+fn limits(path: &str, rest: &str) -> String {
+    format!("[limits]\nsend_path = \"{path}\"\n{rest}")
+}
+
+/// Runs `$body(path)` once on each send path, as `$name::uring` and `$name::sendmsg`.
+macro_rules! on_both_paths {
+    ($($name:ident => $body:ident;)*) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn uring() {
+                super::$body("uring").await
+            }
+            #[tokio::test]
+            async fn sendmsg() {
+                super::$body("sendmsg").await
+            }
+        }
+    )*};
+}
+
+on_both_paths! {
+    quiet_publishes_write_through_and_keep_the_connection_active => quiet_publishes;
+    pings_both_ways_between_write_through_publishes_keep_the_stream_whole => pings_both_ways;
+    a_full_socket_turns_write_through_into_queueing_without_losing_a_byte => full_socket;
+    write_through_can_be_turned_off => turned_off;
+    sparse_broadcasts_reach_many_subscribers_once_in_order => many_subscribers;
+    the_send_path_in_use_is_reported => path_reported;
+}
 
 /// Connects a client and subscribes it to `channel`; returns it with its id.
 async fn subscriber(node: &gangway::Node, channel: &str) -> (Client, String) {
@@ -60,9 +91,8 @@ async fn next_text(ws: &mut Client) -> String {
     }
 }
 
-#[tokio::test]
-async fn quiet_publishes_write_through_and_keep_the_connection_active() {
-    let node = node("[limits]\nidle_timeout_secs = 2\n").await;
+async fn quiet_publishes(path: &str) {
+    let node = node(&limits(path, "idle_timeout_secs = 2\n")).await;
     let (mut ws, _) = subscriber(&node, "news").await;
     // 10 publishes over ~4 s: longer than the idle timeout, which only this traffic resets.
     for i in 0..10 {
@@ -91,9 +121,8 @@ async fn quiet_publishes_write_through_and_keep_the_connection_active() {
     }
 }
 
-#[tokio::test]
-async fn pings_both_ways_between_write_through_publishes_keep_the_stream_whole() {
-    let node = node("[limits]\nping_interval_secs = 1\n").await;
+async fn pings_both_ways(path: &str) {
+    let node = node(&limits(path, "ping_interval_secs = 1\n")).await;
     let (mut ws, _) = subscriber(&node, "mixed").await;
     let (mut pongs, mut pings) = (0, 0);
     for i in 0..40 {
@@ -130,11 +159,11 @@ async fn pings_both_ways_between_write_through_publishes_keep_the_stream_whole()
     assert!(written_through(&node) > 0);
 }
 
-#[tokio::test]
-async fn a_full_socket_turns_write_through_into_queueing_without_losing_a_byte() {
-    let node = node(
-        "[limits]\nmax_message_bytes = 131072\nsend_queue_max_bytes = 67108864\nwrite_timeout_secs = 30\n",
-    )
+async fn full_socket(path: &str) {
+    let node = node(&limits(
+        path,
+        "max_message_bytes = 131072\nsend_queue_max_bytes = 67108864\nwrite_timeout_secs = 30\n",
+    ))
     .await;
     let (mut ws, _) = subscriber(&node, "bulk").await;
     // ~12 MiB while the client reads nothing: the socket buffers fill, write-throughs turn
@@ -168,9 +197,8 @@ async fn a_full_socket_turns_write_through_into_queueing_without_losing_a_byte()
     );
 }
 
-#[tokio::test]
-async fn write_through_can_be_turned_off() {
-    let node = node("[limits]\nwrite_through_max_recipients = 0\n").await;
+async fn turned_off(path: &str) {
+    let node = node(&limits(path, "write_through_max_recipients = 0\n")).await;
     let (mut ws, _) = subscriber(&node, "off").await;
     for i in 0..3 {
         publish(&node, "off", format!("q{i}")).await;
@@ -178,4 +206,91 @@ async fn write_through_can_be_turned_off() {
         tokio::time::sleep(SPACING).await;
     }
     assert_eq!(written_through(&node), 0);
+}
+
+/// More subscribers than one `io_uring` batch holds (`conn::uring::BATCH`), some of them busy
+/// with their own traffic, one excluded: every other subscriber gets every broadcast exactly
+/// once, in order, and quiet broadcasts write through.
+async fn many_subscribers(path: &str) {
+    let node = node(&limits(path, "")).await;
+    let n = 600;
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(connect_with_id(&node).await);
+    }
+    let excluded = clients[7].1.clone();
+    let rounds = 12;
+    for r in 0..rounds {
+        // A few clients ping while the broadcast goes out: their sessions write pongs, so
+        // their outboxes may be held or locked when the fan-out reaches them.
+        for (ws, _) in clients.iter_mut().step_by(50) {
+            ws.send(Message::Ping(format!("p{r}").into_bytes().into()))
+                .await
+                .expect("ping");
+        }
+        let resp = http()
+            .post(format!(
+                "{}/@broadcast?exclude={excluded}",
+                control_url(&node)
+            ))
+            .body(format!("b{r}"))
+            .send()
+            .await
+            .expect("broadcast");
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(SPACING).await;
+    }
+    for (i, (ws, _)) in clients.iter_mut().enumerate() {
+        if i == 7 {
+            continue;
+        }
+        for r in 0..rounds {
+            assert_eq!(
+                next_text(ws).await,
+                format!("b{r}"),
+                "client {i}, broadcast {r}"
+            );
+        }
+    }
+    // The excluded client got none of them: the first data frame after a marker push is the
+    // marker.
+    let r = http()
+        .post(format!("{}/@connections/{excluded}", control_url(&node)))
+        .body("marker")
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(r.status(), 200);
+    assert_eq!(next_text(&mut clients[7].0).await, "marker");
+    let sent = node
+        .broker
+        .metrics()
+        .messages_sent_total
+        .with_label_values(&["broadcast"])
+        .get();
+    assert_eq!(sent, (rounds * (n - 1)) as u64);
+    assert!(
+        written_through(&node) >= sent * 9 / 10,
+        "quiet broadcasts write through ({} of {sent})",
+        written_through(&node)
+    );
+}
+
+/// `gangway_send_path_uring` says which path write-through fan-outs take.
+async fn path_reported(path: &str) {
+    let node = node(&limits(path, "")).await;
+    let expected = i64::from(path == "uring");
+    assert_eq!(node.broker.metrics().send_path_uring.get(), expected);
+    let text = http()
+        .get(format!("{}/metrics", control_url(&node)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains(&format!("gangway_send_path_uring {expected}")),
+        "metrics name the path"
+    );
 }

@@ -12,6 +12,17 @@ pub enum SlowConsumerPolicy {
     Drop,
 }
 
+/// How write-through fan-outs reach the sockets (`send_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPath {
+    /// `io_uring` when the kernel allows it (probed at startup), else `sendmsg` (the default).
+    Auto,
+    /// `io_uring`: batches of sends, one kernel entry each; the node refuses to start without it.
+    Uring,
+    /// One `send` system call per socket.
+    Sendmsg,
+}
+
 /// `[limits]` section. Names carry their units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -70,6 +81,8 @@ pub struct LimitsConfig {
     /// Largest fan-out a quiet node writes straight to the sockets from the publishing thread
     /// (see `write_through`); 0 turns write-through off.
     pub write_through_max_recipients: usize,
+    /// How write-through fan-outs reach the sockets (`"auto"`, `"uring"`, `"sendmsg"`).
+    pub send_path: SendPath,
     /// `history_max_bytes`: memory all channels' history may take on this node, counted with
     /// each message's bookkeeping (default 256 MiB); the oldest messages go first.
     pub history_max_bytes: usize,
@@ -143,6 +156,18 @@ pub(super) fn read(table: &toml::Table, problems: &mut Vec<ConfigProblem>) -> Li
         shutdown_grace_secs: r.uint("shutdown_grace_secs", 10, 0, 3_600),
         write_through_max_recipients: r.uint("write_through_max_recipients", 20_000, 0, 1 << 24)
             as usize,
+        send_path: match r.string("send_path").as_deref() {
+            None | Some("auto") => SendPath::Auto,
+            Some("uring") => SendPath::Uring,
+            Some("sendmsg") => SendPath::Sendmsg,
+            Some(other) => {
+                r.problem(
+                    "send_path",
+                    format!("must be \"auto\", \"uring\" or \"sendmsg\", not {other:?}"),
+                );
+                SendPath::Auto
+            }
+        },
         history_max_bytes: r.uint("history_max_bytes", 256 << 20, 0, 1 << 40) as usize,
         history_max_messages: r.uint("history_max_messages", 1_000_000, 0, 1 << 32) as usize,
     };

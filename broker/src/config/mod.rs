@@ -23,7 +23,7 @@ mod routes;
 pub use builder::{unknown_sections, ConfigBuilder};
 pub use channels::{ChannelRule, ChannelRules, Envelope};
 pub use cluster::{fencing_fits, ClusterConfig, RedisMode, MIN_HEARTBEATS_PER_TTL};
-pub use limits::{LimitsConfig, SlowConsumerPolicy};
+pub use limits::{LimitsConfig, SendPath, SlowConsumerPolicy};
 pub use reader::Section;
 pub use routes::{IntegrationKind, LambdaTarget, ResponseFormat, RouteConfig};
 
@@ -292,12 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn send_path_takes_its_three_values() {
+        assert_eq!(
+            Config::from_toml_str("").expect("valid").limits.send_path,
+            SendPath::Auto
+        );
+        for (text, path) in [
+            ("auto", SendPath::Auto),
+            ("uring", SendPath::Uring),
+            ("sendmsg", SendPath::Sendmsg),
+        ] {
+            let c = Config::from_toml_str(&format!("[limits]\nsend_path = \"{text}\"\n"))
+                .expect("valid");
+            assert_eq!(c.limits.send_path, path);
+        }
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let text = r#"
 [limits]
 max_message_bytes = "big"
 idle_timeout_secs = -1
 bogus = 1
+send_path = "fast"
 [routes.x]
 integration = "http"
 [routes."$weird"]
@@ -310,6 +328,7 @@ integration = "mock"
             "limits.max_message_bytes",
             "limits.idle_timeout_secs",
             "limits.bogus",
+            "limits.send_path",
             "routes.\"x\".url",
             "routes.\"$weird\"",
             "surprise",

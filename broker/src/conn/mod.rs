@@ -14,3 +14,4 @@ pub mod outbox;
 pub mod registry;
 pub mod throttle;
 pub mod transport;
+pub mod uring;

@@ -130,44 +130,48 @@ impl Outbox {
         self.push_locked(s, frame, max_bytes, policy)
     }
 
-    /// Sends the frame straight to the socket when the module's write-through rules allow it
-    /// (the queue is empty, the session does not hold the socket, and the socket takes it at
-    /// once); otherwise queues it as [`Outbox::push`] does.
+    /// Writes `frame` straight to the socket when the stream allows it (see the module
+    /// documentation); otherwise queues it like [`Outbox::push`]. A socket that takes only part
+    /// of the frame gets the rest through the queue.
     pub fn push_or_write(
         &self,
         frame: &Bytes,
         max_bytes: usize,
         policy: SlowConsumerPolicy,
     ) -> PushOutcome {
-        let mut s = self.lock();
-        if !s.closed && s.close.is_none() && !s.held && s.frames.is_empty() && s.partial.is_none() {
-            if let Some(socket) = &s.socket {
-                match socket2::SockRef::from(&**socket)
-                    .send_with_flags(frame, crate::conn::transport::SEND_FLAGS)
-                {
-                    Ok(n) if n == frame.len() => {
-                        s.sent.add(frame);
-                        return PushOutcome::Written;
-                    }
-                    Ok(n) => {
-                        s.sent.add(frame);
-                        // Part of the frame is on the wire: the rest must follow it before any
-                        // other byte — ours or tungstenite's — whatever the queue's bound (the
-                        // queue was empty, so it holds at most this). Held until it has left.
-                        let rest = frame.slice(n..);
-                        s.bytes += rest.len() + FRAME_OVERHEAD_BYTES;
-                        s.partial = Some(rest);
-                        s.held = true;
-                        drop(s);
-                        self.notify.notify_one();
-                        return PushOutcome::Queued;
-                    }
-                    // Full socket buffer, or an error the session will meet on its own write.
-                    Err(_) => {}
-                }
+        match self.write_slot(self.lock()) {
+            Ok(slot) => {
+                let sent = match slot.socket() {
+                    Some(socket) => socket2::SockRef::from(socket)
+                        .send_with_flags(frame, crate::conn::transport::SEND_FLAGS),
+                    None => Err(std::io::ErrorKind::WouldBlock.into()),
+                };
+                slot.finish(sent, frame, max_bytes, policy)
             }
+            Err(s) => self.push_locked(s, frame.clone(), max_bytes, policy),
         }
-        self.push_locked(s, frame.clone(), max_bytes, policy)
+    }
+
+    /// The outbox locked for a write-through, when one may happen now and the lock was free
+    /// (a batch of write-throughs must not wait for a busy connection: it queues for it).
+    pub(crate) fn try_write_slot(&self) -> Option<WriteSlot<'_>> {
+        let s = self.state.try_lock().ok()?;
+        self.write_slot(s).ok()
+    }
+
+    fn write_slot<'a>(
+        &'a self,
+        s: std::sync::MutexGuard<'a, State>,
+    ) -> Result<WriteSlot<'a>, std::sync::MutexGuard<'a, State>> {
+        let open = !s.closed && s.close.is_none();
+        if open && !s.held && s.frames.is_empty() && s.partial.is_none() && s.socket.is_some() {
+            Ok(WriteSlot {
+                outbox: self,
+                state: s,
+            })
+        } else {
+            Err(s)
+        }
     }
 
     fn push_locked(
@@ -316,6 +320,56 @@ impl Outbox {
     /// Waits until something was pushed or a close was requested since the last wait.
     pub async fn wait(&self) {
         self.notify.notified().await
+    }
+}
+
+/// An outbox locked while a write-through sends to its socket: the queue is empty, the session
+/// is not writing, the connection is open. Nothing else reaches the socket until
+/// [`WriteSlot::finish`] says what the socket took.
+pub(crate) struct WriteSlot<'a> {
+    outbox: &'a Outbox,
+    state: std::sync::MutexGuard<'a, State>,
+}
+
+impl WriteSlot<'_> {
+    /// The socket to write to (open while the slot lives; always there: a slot is made only
+    /// for an outbox with a socket).
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
+        self.state.socket.as_deref()
+    }
+
+    /// Records what the socket took of `frame`: all of it (written), part (the rest is
+    /// queued first and the session sends it before any other byte, whatever the queue's
+    /// bound: the queue was empty), or nothing (queued as [`Outbox::push`] would).
+    pub(crate) fn finish(
+        mut self,
+        sent: std::io::Result<usize>,
+        frame: &Bytes,
+        max_bytes: usize,
+        policy: SlowConsumerPolicy,
+    ) -> PushOutcome {
+        match sent {
+            Ok(n) if n == frame.len() => {
+                self.state.sent.add(frame);
+                PushOutcome::Written
+            }
+            Ok(n) if n > 0 => {
+                let s = &mut self.state;
+                s.sent.add(frame);
+                let rest = frame.slice(n..);
+                s.bytes += rest.len() + FRAME_OVERHEAD_BYTES;
+                s.partial = Some(rest);
+                s.held = true;
+                drop(self.state);
+                self.outbox.notify.notify_one();
+                PushOutcome::Queued
+            }
+            // Nothing taken (a full socket buffer), or an error the session will meet on its
+            // own write.
+            _ => self
+                .outbox
+                .push_locked(self.state, frame.clone(), max_bytes, policy),
+        }
     }
 }
 

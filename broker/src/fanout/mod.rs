@@ -16,6 +16,7 @@ pub mod join_leave;
 pub mod recovery;
 pub mod write_through;
 
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use crate::conn::connection::Connection;
 use crate::conn::frame;
 use crate::conn::id::ConnectionId;
 use crate::conn::outbox::PushOutcome;
+use crate::conn::uring::UringSender;
 use crate::error::ConnectionError;
 use crate::state::NodeState;
 
@@ -87,13 +89,22 @@ fn fan_out_frame(
         // bounded by `write_through_max_recipients`.
         let mut recipients: Vec<Arc<Connection>> = Vec::with_capacity(count);
         for_each_recipient(state, audience, |c| recipients.push(Arc::clone(c)));
-        for c in &recipients {
-            fan.push(c);
+        match state.write_through.uring() {
+            Some(uring) => {
+                for batch in recipients.chunks(crate::conn::uring::BATCH) {
+                    fan.push_batch(uring, batch);
+                }
+            }
+            None => {
+                for c in &recipients {
+                    fan.push(c);
+                }
+            }
         }
     } else {
         for_each_recipient(state, audience, |c| fan.push(c));
     }
-    state.write_through.end(write_through);
+    state.write_through.end(count, write_through);
     fan.finish(source)
 }
 
@@ -355,14 +366,60 @@ impl<'a> FanOutState<'a> {
         if self.exclude == Some(conn.id) {
             return;
         }
-        let config = self.state.config();
-        let limits = &config.limits;
-        let (max, policy) = (limits.send_queue_max_bytes, limits.slow_consumer_policy);
+        let (max, policy) = self.queue_limits();
         let outcome = if self.write_through {
             conn.outbox.push_or_write(&self.frame, max, policy)
         } else {
             conn.outbox.push(self.frame.clone(), max, policy)
         };
+        self.count(conn, outcome);
+    }
+
+    /// Writes through to a batch of recipients with one `io_uring` submission: every idle
+    /// outbox of the batch is locked (without waiting: a busy one queues, after the batch) and
+    /// stays locked until the kernel has answered for its socket, so each write-through keeps
+    /// `conn::outbox`'s rules exactly as a single `send` does.
+    fn push_batch(&mut self, uring: &UringSender, batch: &[Arc<Connection>]) {
+        let (max, policy) = self.queue_limits();
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut fds = Vec::with_capacity(batch.len());
+        let mut busy = Vec::new();
+        for conn in batch {
+            if self.exclude == Some(conn.id) {
+                continue;
+            }
+            match conn.outbox.try_write_slot() {
+                Some(slot) => {
+                    // A slot always has a socket; -1 would only make the kernel refuse (EBADF),
+                    // and the frame would queue.
+                    fds.push(slot.socket().map_or(-1, |s| s.as_raw_fd()));
+                    slots.push((conn, slot));
+                }
+                None => busy.push(conn),
+            }
+        }
+        let mut sent = Vec::with_capacity(fds.len());
+        if let Err(e) = uring.send_all(&fds, &self.frame, &mut sent) {
+            self.state.metrics.send_path_uring.set(0);
+            tracing::warn!(error = %e, "io_uring send failed: write-through fan-outs use sendmsg from now on");
+        }
+        for ((conn, slot), sent) in slots.into_iter().zip(sent) {
+            let outcome = slot.finish(sent, &self.frame, max, policy);
+            self.count(conn, outcome);
+        }
+        for conn in busy {
+            let outcome = conn.outbox.push(self.frame.clone(), max, policy);
+            self.count(conn, outcome);
+        }
+    }
+
+    fn queue_limits(&self) -> (usize, crate::config::SlowConsumerPolicy) {
+        let config = self.state.config();
+        let limits = &config.limits;
+        (limits.send_queue_max_bytes, limits.slow_consumer_policy)
+    }
+
+    fn count(&mut self, conn: &Arc<Connection>, outcome: PushOutcome) {
         match outcome {
             PushOutcome::Written => {
                 conn.touch(self.now_ms);

@@ -7,46 +7,79 @@
 //! loop, as a hand-written server would. The gate lets a fan-out write through only when it
 //! is the only write-through fan-out running, it has at most
 //! `limits.write_through_max_recipients` recipients (which bounds how long a publisher's thread
-//! is busy: about 6 µs per recipient on loopback), and no fan-out of any kind ended within
-//! [`QUIET`] or [`QUIET_PER_RECIPIENT`] × its recipients, whichever is longer — so fan-outs
-//! write through only while they would keep the node busy less than about half the time.
-//! Anything busier queues and coalesces as before.
+//! is busy: about 6 µs per recipient on loopback), and the node's fan-outs of the last second
+//! or so, this one included, stay within [`MAX_RATE`] deliveries a second — about three
+//! quarters of one core's worth of sends, so one thread can write them all through. Anything
+//! busier queues and coalesces as before.
+//!
+//! The rate is a sliding-window estimate (the previous whole second weighted by how much of it
+//! is still inside the last second, plus the current one): a dense stream of small fan-outs
+//! never writes through, even across a short lull, and a steady sparse one always does.
+//!
+//! How the writes reach the sockets is `[limits] send_path`: one `send` per socket, or batches
+//! of sends through `io_uring` ([`crate::conn::uring`]), one kernel entry per batch.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long since the last fan-out ended before the next may write through, at least.
-pub const QUIET: Duration = Duration::from_millis(5);
+use crate::config::SendPath;
+use crate::conn::uring::{UringError, UringSender};
 
-/// How long since the last fan-out ended before the next may write through, per recipient.
-pub const QUIET_PER_RECIPIENT: Duration = Duration::from_micros(10);
+/// Most deliveries a second the node's fan-outs may make for one to write through.
+pub const MAX_RATE: u64 = 120_000;
+
+/// The rate's window.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Deliveries counted in the current and the previous window.
+#[derive(Debug)]
+struct Recent {
+    start: Instant,
+    current: u64,
+    previous: u64,
+}
+
+impl Recent {
+    /// Moves the windows forward to `now`; returns the deliveries of the last `WINDOW`.
+    fn estimate(&mut self, now: Instant) -> u64 {
+        let mut elapsed = now.saturating_duration_since(self.start);
+        if elapsed >= WINDOW {
+            let whole = (elapsed.as_nanos() / WINDOW.as_nanos()) as u32;
+            self.previous = if whole == 1 { self.current } else { 0 };
+            self.current = 0;
+            self.start += WINDOW * whole;
+            elapsed = now.saturating_duration_since(self.start);
+        }
+        let left = 1.0 - elapsed.as_secs_f64() / WINDOW.as_secs_f64();
+        self.current + (self.previous as f64 * left) as u64
+    }
+}
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct WriteThrough {
     max_recipients: usize,
-    epoch: Instant,
+    /// Batched sends, when the send path is `io_uring`.
+    uring: Option<UringSender>,
     active: AtomicBool,
-    /// When the last fan-out ended, microseconds since `epoch` (0: never).
-    last_end_us: AtomicU64,
+    recent: Mutex<Recent>,
 }
 
 impl WriteThrough {
-    /// A gate allowing write-through to at most `max_recipients` (0 turns it off).
-    pub fn new(max_recipients: usize) -> Self {
+    /// A gate allowing write-through to at most `max_recipients` (0 turns it off), sending
+    /// through `uring` when given.
+    pub fn new(max_recipients: usize, uring: Option<UringSender>) -> Self {
         WriteThrough {
             max_recipients,
-            epoch: Instant::now(),
+            uring,
             active: AtomicBool::new(false),
-            last_end_us: AtomicU64::new(0),
+            recent: Mutex::new(Recent {
+                start: Instant::now(),
+                current: 0,
+                previous: 0,
+            }),
         }
-    }
-
-    fn now_us(&self) -> u64 {
-        // +1 so that 0 stays "never".
-        u64::try_from(self.epoch.elapsed().as_micros())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
     }
 
     /// Decides for a fan-out about to reach `recipients` connections. When it returns true,
@@ -55,13 +88,11 @@ impl WriteThrough {
         if recipients == 0 || recipients > self.max_recipients {
             return false;
         }
-        let quiet = QUIET
-            .max(QUIET_PER_RECIPIENT.saturating_mul(u32::try_from(recipients).unwrap_or(u32::MAX)));
-        let last = self.last_end_us.load(Ordering::Relaxed);
-        if last != 0
-            && self.now_us().saturating_sub(last)
-                < u64::try_from(quiet.as_micros()).unwrap_or(u64::MAX)
-        {
+        let recent = match self.recent.lock() {
+            Ok(mut r) => r.estimate(Instant::now()),
+            Err(_) => return false,
+        };
+        if recent.saturating_add(recipients as u64) > MAX_RATE {
             return false;
         }
         self.active
@@ -69,12 +100,46 @@ impl WriteThrough {
             .is_ok()
     }
 
-    /// Records the end of any fan-out (`wrote_through`: it was allowed by `begin`).
-    pub fn end(&self, wrote_through: bool) {
-        self.last_end_us.store(self.now_us(), Ordering::Relaxed);
+    /// Records the end of any fan-out that reached `recipients` connections
+    /// (`wrote_through`: it was allowed by `begin`).
+    pub fn end(&self, recipients: usize, wrote_through: bool) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.estimate(Instant::now());
+            r.current = r.current.saturating_add(recipients as u64);
+        }
         if wrote_through {
             self.active.store(false, Ordering::Release);
         }
+    }
+
+    /// The `io_uring` sender, while the send path is `io_uring` and the ring works.
+    pub fn uring(&self) -> Option<&UringSender> {
+        self.uring.as_ref().filter(|u| u.is_usable())
+    }
+
+    /// The send path in use: `"uring"` or `"sendmsg"`.
+    pub fn path_name(&self) -> &'static str {
+        if self.uring().is_some() {
+            "uring"
+        } else {
+            "sendmsg"
+        }
+    }
+}
+
+/// The sender `send_path` asks for: `io_uring` when probed working (`auto` falls back to
+/// `sendmsg` with a log line, `uring` refuses to start without it).
+pub fn sender_for(path: SendPath) -> Result<Option<UringSender>, UringError> {
+    match path {
+        SendPath::Sendmsg => Ok(None),
+        SendPath::Uring => UringSender::probe().map(Some),
+        SendPath::Auto => match UringSender::probe() {
+            Ok(u) => Ok(Some(u)),
+            Err(e) => {
+                tracing::info!(error = %e, "send_path = \"auto\": write-through fan-outs use sendmsg");
+                Ok(None)
+            }
+        },
     }
 }
 
@@ -83,39 +148,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_at_a_time_and_only_after_a_quiet_spell() {
-        let g = WriteThrough::new(100);
+    fn one_at_a_time() {
+        let g = WriteThrough::new(100, None);
         assert!(g.begin(10), "first fan-out on a quiet node writes through");
         assert!(!g.begin(10), "a second one while the first runs queues");
-        g.end(true);
-        assert!(!g.begin(10), "right after a fan-out ended: queue");
-        std::thread::sleep(QUIET + Duration::from_millis(2));
-        assert!(g.begin(10));
-        g.end(true);
+        g.end(10, true);
+        assert!(g.begin(10), "once it ended, the next may");
+        g.end(10, true);
     }
 
     #[test]
-    fn larger_fan_outs_need_longer_quiet_spells() {
-        let g = WriteThrough::new(10_000);
-        g.end(false);
-        std::thread::sleep(QUIET + Duration::from_millis(2));
-        assert!(!g.begin(1_000), "1 000 recipients need 10 ms of quiet");
-        assert!(g.begin(100), "100 recipients need only QUIET");
-        g.end(true);
+    fn a_busy_node_queues_until_its_rate_falls() {
+        let g = WriteThrough::new(1_000_000, None);
+        assert!(g.begin(MAX_RATE as usize), "up to the rate, alone");
+        g.end(MAX_RATE as usize, true);
+        assert!(!g.begin(1), "the rate is used up: queue");
+        g.end(1, false);
+        // Queued fan-outs count too: a dense stream never writes through.
+        let g = WriteThrough::new(1_000_000, None);
+        for _ in 0..100 {
+            g.end(2_000, false);
+        }
+        assert!(!g.begin(1_000));
+    }
+
+    #[test]
+    fn the_window_slides() {
+        let start = Instant::now();
+        let mut r = Recent {
+            start,
+            current: 1_000,
+            previous: 0,
+        };
+        assert_eq!(r.estimate(start), 1_000);
+        // Half a window later, half of the previous window still counts.
+        assert_eq!(r.estimate(start + WINDOW + WINDOW / 2), 500);
+        // Two windows later, nothing.
+        assert_eq!(r.estimate(start + WINDOW * 4), 0);
     }
 
     #[test]
     fn bounded_by_recipients_and_off_at_zero() {
-        let g = WriteThrough::new(100);
+        let g = WriteThrough::new(100, None);
         assert!(!g.begin(101));
         assert!(!g.begin(0));
-        assert!(!WriteThrough::new(0).begin(1));
-    }
-
-    #[test]
-    fn queued_fan_outs_also_count_as_activity() {
-        let g = WriteThrough::new(100);
-        g.end(false);
-        assert!(!g.begin(10));
+        assert!(!WriteThrough::new(0, None).begin(1));
     }
 }
