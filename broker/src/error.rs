@@ -134,7 +134,25 @@ pub enum BrokerError {
     },
     /// `[limits] send_path = "uring"`, and this kernel cannot do it.
     #[error("[limits] send_path = \"uring\": {0} (use \"auto\" to fall back to sendmsg)")]
-    SendPath(#[from] crate::conn::uring::UringError),
+    SendPath(#[from] UringError),
+}
+
+/// Why `io_uring` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UringError {
+    /// The kernel refused to set up a ring (too old, disabled by `kernel.io_uring_disabled`, or
+    /// filtered by seccomp).
+    #[error("io_uring is unavailable: {0}")]
+    Unavailable(std::io::Error),
+    /// The kernel's `io_uring` has no `IORING_OP_SEND` (Linux before 5.6).
+    #[error("io_uring has no send operation on this kernel")]
+    NoSend,
+    /// An earlier submission failed and the ring was set aside.
+    #[error("io_uring failed earlier and was set aside")]
+    Poisoned,
+    /// Submitting or completing a batch failed.
+    #[error("io_uring submission failed: {0}")]
+    Submit(std::io::Error),
 }
 
 #[cfg(test)]

@@ -24,27 +24,11 @@ use std::sync::Mutex;
 
 use io_uring::{opcode, types, IoUring, Probe};
 
+pub use crate::error::UringError;
+
 /// Most sends in one submission: large enough that the system-call cost vanishes, small enough
 /// that the outbox locks a batch holds are held for about a millisecond.
 pub const BATCH: usize = 256;
-
-/// Why `io_uring` cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum UringError {
-    /// The kernel refused to set up a ring (too old, disabled by `kernel.io_uring_disabled`, or
-    /// filtered by seccomp).
-    #[error("io_uring is unavailable: {0}")]
-    Unavailable(io::Error),
-    /// The kernel's `io_uring` has no `IORING_OP_SEND` (Linux before 5.6).
-    #[error("io_uring has no send operation on this kernel")]
-    NoSend,
-    /// An earlier submission failed and the ring was set aside.
-    #[error("io_uring failed earlier and was set aside")]
-    Poisoned,
-    /// Submitting or completing a batch failed.
-    #[error("io_uring submission failed: {0}")]
-    Submit(io::Error),
-}
 
 /// A ring for batched sends. See the module documentation.
 pub struct UringSender {
