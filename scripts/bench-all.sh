@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind BENCHMARKS.md, in one run (about 7 minutes on 2 cores), and then
+# Every benchmark behind BENCHMARKS.md, in one run (about 30 minutes on 2 cores), and then
 # BENCHMARKS.md itself, rewritten from the results:
 #   1. runs echo round trips and handshakes on one node, idle memory (10 000 and 19 000
 #      connections, and five nodes holding 95 000), fan-out and pushes, the cluster, the
@@ -24,7 +24,8 @@ STARTED=$(date +%s)
   echo "## five nodes, 95 000"; scripts/bench-95k.sh 95000
   echo "## fan-out and pushes, one node"; scripts/bench-fanout.sh
   echo "## cluster"; scripts/bench-cluster.sh
-  echo "## side by side: gangway, raw reference, nchan"; scripts/bench-compare.sh
+  echo "## side by side: gangway (io_uring and sendmsg), raw reference, nchan"
+  SERVERS="gangway gangway-sendmsg reference nchan-1 nchan-2" scripts/bench-compare.sh
   echo "## criterion"; cargo bench -q -p gangway-benches --bench hot_paths 2>&1 | grep -E "time:|thrpt:|^[a-z_]+/" || true
   python3 scripts/render-benchmarks.py --machine --started "$STARTED" >"$BENCH_OUT/machine.json"
   echo "## BENCHMARKS.md"

@@ -235,14 +235,7 @@ async fn history_api_pages_refuses_bad_queries_and_forgets() {
     let mut c = connect_to(&node, &format!("?recover=news:eu:8:{epoch}")).await;
     assert_eq!(next_json(&mut c).await["recovered"], false);
     // The metrics count what is kept and the recoveries.
-    let metrics = http()
-        .get(format!("{}/metrics", control_url(&node)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&node).await;
     assert!(metrics.contains("gangway_history_messages 1"), "{metrics}");
     assert!(
         metrics.contains("gangway_recoveries_total{result=\"lost\"} 1"),

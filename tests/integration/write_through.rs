@@ -281,14 +281,7 @@ async fn path_reported(path: &str) {
     let node = node(&limits(path, "")).await;
     let expected = i64::from(path == "uring");
     assert_eq!(node.broker.metrics().send_path_uring.get(), expected);
-    let text = http()
-        .get(format!("{}/metrics", control_url(&node)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let text = metrics_text(&node).await;
     assert!(
         text.contains(&format!("gangway_send_path_uring {expected}")),
         "metrics name the path"

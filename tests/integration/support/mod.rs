@@ -374,6 +374,18 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// The node's `/metrics` page as text.
+pub async fn metrics_text(node: &Node) -> String {
+    http()
+        .get(format!("{}/metrics", control_url(node)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
 /// Waits until `cond` holds, polling.
 pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
