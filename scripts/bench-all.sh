@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark behind BENCHMARKS.md, in one run (about 30 minutes on 2 cores), and then
+# Every benchmark behind BENCHMARKS.md, in one run (about 35 minutes on 2 cores), and then
 # BENCHMARKS.md itself, rewritten from the results:
 #   1. runs echo round trips and handshakes on one node, idle memory (10 000 and 19 000
 #      connections, and five nodes holding 95 000), fan-out and pushes, the cluster, the

@@ -1357,6 +1357,27 @@ What moved it:
   still shows `fget` at 4.3 % of samples (registered files would remove it) and the
   cache misses of reaching each socket (`as_raw_fd` 1.1 %); the rest is the kernel's TCP path,
   the same as the reference's. Registered files were not built (next step if the floor moves).
+
+Rerun on 2026-12-03 on a different 2-vCPU machine (an Intel Xeon VM; this file's generated sections
+above come from that run): the CPU half holds (Gangway 7.55 µs per delivery in B against the
+better nchan's 9.42 and the reference's 7.79; pinned 7.51 against 9.32 and 6.98), the latency half
+does not: B p50 / p99 51.3 / 110.8 ms against the reference's 41.6 / 104.3, pinned 47.4 / 110.0
+against 37.3 / 88.4. A second run the same day, Gangway and the reference only, five runs each
+(`BENCH_OUT=/tmp/cmp2 SERVERS="gangway reference" B_RUNS=5 scripts/bench-compare.sh`): B 65.3 /
+191.4 ms at 8.12 µs against 45.2 / 123.4 ms at 8.03 µs; pinned 49.2 / 102.5 ms at 7.75 µs against
+41.3 / 93.9 ms at 7.68 µs. So at equal CPU per delivery the node's deliveries land later. Where
+the time goes, from `perf trace -T` of the pinned node during Bp (12 broadcasts): 90 % of each
+fan-out is inside `io_uring_enter` (1.5–2.2 ms per batch of 256 sends, the kernel's TCP send path);
+1.0–1.7 ms before the first send (collecting the 10 000 recipients, which every delivery waits
+for); 3.4–23 ms between the 40 kernel entries (locking and settling 256 outboxes, 90–590 µs per
+batch, the larger ones when a runtime thread took the core). Unpinned, the node's threads also
+compete with the load tool's for the two cores, which the one-thread reference does not. Not yet
+tried: registered files (no per-send `fget`), streaming the recipients into batches instead of
+collecting them first, a leaner settle. Everything on this machine runs about half as fast as on
+the earlier one, the previous commit (f3832bc) included: idle memory 3 961–4 001 bytes per
+connection (`scripts/bench-idle-memory.sh 10000`, against 3 969 for this build), pushes 25 684/s
+(`scripts/bench-fanout.sh`, against 23 825), so the memory, handshake and push figures above
+moved with the machine, not the code.
 """
 
 
