@@ -1378,6 +1378,19 @@ the earlier one, the previous commit (f3832bc) included: idle memory 3 961–4 0
 connection (`scripts/bench-idle-memory.sh 10000`, against 3 969 for this build), pushes 25 684/s
 (`scripts/bench-fanout.sh`, against 23 825), so the memory, handshake and push figures above
 moved with the machine, not the code.
+
+What the node waits on (found last, same machine, a pinned 10 000 × 5/s run of 8 s, per-thread
+`/proc/PID/task/TID/schedstat` and `ksoftirqd/0`'s `/proc` ticks): with `send_path = "auto"`
+(io_uring) the publishing thread spent 382 ms runnable but not running, and `ksoftirqd/0` used
+320 ms of core 0; with `"sendmsg"`, 73 ms and 20 ms (p50 42.8 ms, level with the reference's
+41–45 ms that day). A batch of 256 loopback sends in one `io_uring_enter` raises more receive
+work than the kernel runs inline, so it defers it to `ksoftirqd`, which then shares the core with
+the publisher — the ~10 ms per broadcast above — and whose time is not the node's: the
+`/proc/PID/stat` CPU per delivery undercounts the io_uring path by about 0.8 µs (320 ms over
+400 000 deliveries). Counted in, io_uring's CPU saving on loopback is within noise of `sendmsg`.
+This is loopback's shape (the receivers' network processing runs on the sender's core); with
+clients on other machines it does not arise. Next: count `ksoftirqd` in bench-compare's CPU, and
+measure smaller batches or `"sendmsg"` as the default before keeping io_uring as `"auto"`.
 """
 
 
