@@ -91,6 +91,13 @@ pub struct RunResult {
     /// `server_cpu_secs` per delivery received, in microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The kernel's `ksoftirqd` threads' CPU time (every core) over the same window: network
+    /// work deferred out of the sending process, which `server_cpu_secs` does not include.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub softirq_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` + `softirq_cpu_secs` per delivery received, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_and_softirq_cpu_us_per_delivery: Option<f64>,
     /// A worker process's delivery-latency histogram as (µs, count) pairs, so the parent can
     /// compute true percentiles over every worker (empty outside worker processes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -119,11 +126,14 @@ impl Percentiles {
 }
 
 impl RunResult {
-    /// Records the server's CPU time over the run, and per delivery received.
-    pub fn set_server_cpu(&mut self, secs: f64) {
-        self.server_cpu_secs = Some(secs);
-        self.server_cpu_us_per_delivery =
-            (self.received > 0).then(|| secs * 1e6 / self.received as f64);
+    /// Records the server's (and the `ksoftirqd` threads') CPU time over the run, and per
+    /// delivery received.
+    pub fn set_server_cpu(&mut self, used: crate::server_cpu::CpuSample) {
+        let per = |secs: f64| (self.received > 0).then(|| secs * 1e6 / self.received as f64);
+        self.server_cpu_secs = Some(used.server);
+        self.server_cpu_us_per_delivery = per(used.server);
+        self.softirq_cpu_secs = Some(used.softirq);
+        self.server_and_softirq_cpu_us_per_delivery = per(used.server + used.softirq);
     }
 
     /// Merges the results of worker processes that ran side by side: counts and rates add,
@@ -211,6 +221,11 @@ pub fn print(r: &RunResult, json: bool) {
         );
         if let (Some(secs), Some(per)) = (r.server_cpu_secs, r.server_cpu_us_per_delivery) {
             println!("server CPU: {secs:.2} s, {per:.2} µs per delivery");
+        }
+        if let (Some(secs), Some(per)) =
+            (r.softirq_cpu_secs, r.server_and_softirq_cpu_us_per_delivery)
+        {
+            println!("ksoftirqd CPU: {secs:.2} s; server + ksoftirqd {per:.2} µs per delivery");
         }
         return;
     }

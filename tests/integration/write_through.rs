@@ -208,12 +208,14 @@ async fn turned_off(path: &str) {
     assert_eq!(written_through(&node), 0);
 }
 
-/// More subscribers than one `io_uring` batch holds (`conn::uring::BATCH`), some of them busy
-/// with their own traffic, one excluded: every other subscriber gets every broadcast exactly
-/// once, in order, and quiet broadcasts write through.
+/// More subscribers than one `io_uring` batch holds (`conn::uring::BATCH`), and enough for a
+/// write-through to be spread over two threads where the machine has two cores
+/// (`write_through::MIN_PER_LANE` each), some of them busy with their own traffic, one
+/// excluded: every other subscriber gets every broadcast exactly once, in order, and quiet
+/// broadcasts write through.
 async fn many_subscribers(path: &str) {
     let node = node(&limits(path, "")).await;
-    let n = 600;
+    let n = 2_100; // 2 × write_through::MIN_PER_LANE (1 024), and some
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         clients.push(connect_with_id(&node).await);
@@ -223,7 +225,7 @@ async fn many_subscribers(path: &str) {
     for r in 0..rounds {
         // A few clients ping while the broadcast goes out: their sessions write pongs, so
         // their outboxes may be held or locked when the fan-out reaches them.
-        for (ws, _) in clients.iter_mut().step_by(50) {
+        for (ws, _) in clients.iter_mut().step_by(150) {
             ws.send(Message::Ping(format!("p{r}").into_bytes().into()))
                 .await
                 .expect("ping");

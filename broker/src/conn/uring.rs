@@ -11,16 +11,19 @@
 //! - Sends carry `MSG_DONTWAIT`: the kernel completes each one at submission (bytes taken, or
 //!   `EAGAIN` for a full socket buffer) and never parks it to retry later, so a socket is
 //!   written at most once per entry and never after the call.
-//! - One batch at a time: the ring sits behind a mutex, and an entry the kernel did not take
-//!   (a failed `io_uring_enter`) poisons the ring for good — it is never submitted later by
-//!   mistake; the caller falls back to `sendmsg`.
+//! - One batch at a time per ring: each ring sits behind its own mutex (a sender holds one
+//!   ring per fan-out lane, so lanes on different threads never wait for each other), and an
+//!   entry the kernel did not take (a failed `io_uring_enter`) poisons that ring for good — it
+//!   is never submitted later by mistake — and the whole sender with it: callers fall back to
+//!   `sendmsg`.
 //!
 //! This is the only module of the project allowed `unsafe` (the workspace denies it elsewhere).
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use io_uring::{opcode, types, IoUring, Probe};
 
@@ -30,43 +33,67 @@ pub use crate::error::UringError;
 /// that the outbox locks a batch holds are held for about a millisecond.
 pub const BATCH: usize = 256;
 
-/// A ring for batched sends. See the module documentation.
+/// Rings for batched sends, one per fan-out lane. See the module documentation.
 pub struct UringSender {
-    /// `None` once poisoned (see the module documentation).
-    ring: Mutex<Option<IoUring>>,
+    /// Each `None` once poisoned (see the module documentation).
+    rings: Vec<Mutex<Option<IoUring>>>,
+    /// False once any ring was poisoned.
+    usable: AtomicBool,
 }
 
 impl std::fmt::Debug for UringSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringSender")
+            .field("rings", &self.rings.len())
             .field("usable", &self.is_usable())
             .finish()
     }
 }
 
 impl UringSender {
-    /// Sets up a ring and checks that it can send: the runtime probe behind
-    /// `send_path = "auto"`.
-    pub fn probe() -> Result<Self, UringError> {
-        let ring = IoUring::builder()
-            .setup_cqsize(2 * BATCH as u32)
-            .build(BATCH as u32)
-            .map_err(UringError::Unavailable)?;
+    /// Sets up `rings` rings (at least one: one per thread that may send at once) and checks
+    /// that they can send: the runtime probe behind `send_path = "auto"`.
+    pub fn probe(rings: usize) -> Result<Self, UringError> {
+        let mut built = Vec::with_capacity(rings.max(1));
+        for _ in 0..rings.max(1) {
+            let ring = IoUring::builder()
+                .setup_cqsize(2 * BATCH as u32)
+                .build(BATCH as u32)
+                .map_err(UringError::Unavailable)?;
+            built.push(Mutex::new(Some(ring)));
+        }
         let mut probe = Probe::new();
-        ring.submitter()
-            .register_probe(&mut probe)
-            .map_err(UringError::Unavailable)?;
+        if let Some(Ok(ring)) = built.first().map(Mutex::lock) {
+            if let Some(ring) = ring.as_ref() {
+                ring.submitter()
+                    .register_probe(&mut probe)
+                    .map_err(UringError::Unavailable)?;
+            }
+        }
         if !probe.is_supported(opcode::Send::CODE) {
             return Err(UringError::NoSend);
         }
         Ok(UringSender {
-            ring: Mutex::new(Some(ring)),
+            rings: built,
+            usable: AtomicBool::new(true),
         })
     }
 
-    /// False once the ring was set aside after a failure: callers send another way.
+    /// False once a ring was set aside after a failure: callers send another way.
     pub fn is_usable(&self) -> bool {
-        self.ring.lock().map(|r| r.is_some()).unwrap_or(false)
+        self.usable.load(Ordering::Acquire)
+    }
+
+    /// A ring no other thread is using (the first one when all are busy: then it waits).
+    fn ring(&self) -> MutexGuard<'_, Option<IoUring>> {
+        for ring in &self.rings {
+            match ring.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.rings[0].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends `frame` once to each socket of `fds`, without blocking, and puts one outcome per
@@ -111,7 +138,10 @@ impl UringSender {
                 "frame over 4 GiB",
             ))
         })?;
-        let mut guard = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_usable() {
+            return Err(UringError::Poisoned);
+        }
+        let mut guard = self.ring();
         let ring = guard.as_mut().ok_or(UringError::Poisoned)?;
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
         let mut pushed = 0usize;
@@ -162,6 +192,7 @@ impl UringSender {
             None => Ok(()),
             Some(e) => {
                 *guard = None;
+                self.usable.store(false, Ordering::Release);
                 Err(UringError::Submit(e))
             }
         }
@@ -176,7 +207,7 @@ mod tests {
     use std::os::fd::AsRawFd as _;
 
     fn sender() -> UringSender {
-        UringSender::probe().expect("io_uring works on the machines these tests run on")
+        UringSender::probe(2).expect("io_uring works on the machines these tests run on")
     }
 
     /// A connected pair: (the side we send on, the side that reads).

@@ -89,18 +89,7 @@ fn fan_out_frame(
         // bounded by `write_through_max_recipients`.
         let mut recipients: Vec<Arc<Connection>> = Vec::with_capacity(count);
         for_each_recipient(state, audience, |c| recipients.push(Arc::clone(c)));
-        match state.write_through.uring() {
-            Some(uring) => {
-                for batch in recipients.chunks(crate::conn::uring::BATCH) {
-                    fan.push_batch(uring, batch);
-                }
-            }
-            None => {
-                for c in &recipients {
-                    fan.push(c);
-                }
-            }
-        }
+        fan.write_in_lanes(&recipients);
     } else {
         for_each_recipient(state, audience, |c| fan.push(c));
     }
@@ -362,6 +351,87 @@ impl<'a> FanOutState<'a> {
         }
     }
 
+    /// A fresh count for a share of this fan-out's recipients (see [`FanOutState::merge`]).
+    fn lane(&self) -> Self {
+        FanOutState {
+            state: self.state,
+            frame: self.frame.clone(),
+            exclude: self.exclude,
+            write_through: self.write_through,
+            now_ms: self.now_ms,
+            written_through: 0,
+            out: FanOut::default(),
+        }
+    }
+
+    /// Adds a lane's counts to this one's.
+    fn merge(&mut self, lane: FanOutState<'_>) {
+        self.written_through += lane.written_through;
+        self.out.recipients += lane.out.recipients;
+        self.out.dropped_queue_full += lane.out.dropped_queue_full;
+        self.out.dropped_closing += lane.out.dropped_closing;
+    }
+
+    /// Writes through to `recipients`, spread over [`write_through::lanes`] threads: this one
+    /// takes the first share, short-lived scoped threads the others, and it returns when every
+    /// share is written (each connection is in one share, so its frames stay in order). A
+    /// thread that cannot be started leaves its share to this one.
+    fn write_in_lanes(&mut self, recipients: &[Arc<Connection>]) {
+        let lanes = write_through::lanes(recipients.len());
+        if lanes <= 1 {
+            self.write_share(recipients);
+            return;
+        }
+        let mut shares = recipients.chunks(recipients.len().div_ceil(lanes));
+        let first = shares.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            let mut running = Vec::with_capacity(lanes - 1);
+            let mut left = Vec::new();
+            for share in shares {
+                let mut lane = self.lane();
+                let started = std::thread::Builder::new()
+                    .name("gangway-fanout".into())
+                    .spawn_scoped(scope, move || {
+                        lane.write_share(share);
+                        lane
+                    });
+                match started {
+                    Ok(handle) => running.push(handle),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no thread for a fan-out lane: written by the publisher's");
+                        left.push(share);
+                    }
+                }
+            }
+            self.write_share(first);
+            for share in left {
+                self.write_share(share);
+            }
+            for handle in running {
+                match handle.join() {
+                    Ok(lane) => self.merge(lane),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+    }
+
+    /// Writes through to one share of the recipients on this thread.
+    fn write_share(&mut self, recipients: &[Arc<Connection>]) {
+        match self.state.write_through.uring() {
+            Some(uring) => {
+                for batch in recipients.chunks(crate::conn::uring::BATCH) {
+                    self.push_batch(uring, batch);
+                }
+            }
+            None => {
+                for c in recipients {
+                    self.push(c);
+                }
+            }
+        }
+    }
+
     fn push(&mut self, conn: &Arc<Connection>) {
         if self.exclude == Some(conn.id) {
             return;
@@ -509,6 +579,37 @@ mod tests {
             metrics.contains("gangway_messages_sent_total{source=\"broadcast\"} 3"),
             "{metrics}"
         );
+    }
+
+    #[test]
+    fn a_write_through_spread_over_lanes_reaches_each_recipient_once_and_counts_all() {
+        let state = crate::test_state(crate::config::Config::default());
+        let n = 3 * write_through::MIN_PER_LANE + 5;
+        let conns = open(&state, n);
+        conns[9].outbox.close();
+        // In-memory connections have no socket: every write-through queues, through whichever
+        // lane took the connection.
+        let fan = fan_out(
+            &state,
+            Audience::Everyone,
+            b"x",
+            Some(conns[3].id),
+            "broadcast",
+            true,
+        );
+        assert_eq!(
+            fan,
+            FanOut {
+                recipients: n - 2,
+                dropped_closing: 1,
+                ..FanOut::default()
+            }
+        );
+        for (i, c) in conns.iter().enumerate() {
+            let want = usize::from(i != 3 && i != 9);
+            assert_eq!(queued(c).len(), want, "connection {i}");
+        }
+        assert!(state.write_through.begin(1), "the gate was released");
     }
 
     #[test]

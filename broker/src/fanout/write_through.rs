@@ -16,9 +16,16 @@
 //! is still inside the last second, plus the current one): a dense stream of small fan-outs
 //! never writes through, even across a short lull, and a steady sparse one always does.
 //!
+//! A large write-through is spread over the cores the node may run on ([`lanes`]): the
+//! publishing thread takes one share of the recipients and short-lived threads the others, so
+//! the last recipient hears of it after a fraction of the time one thread would take. Each
+//! connection is in one share, and the fan-out ends only when every share is written, so each
+//! connection still sees its frames in publish order.
+//!
 //! How the writes reach the sockets is `[limits] send_path`: one `send` per socket, or batches
 //! of sends through `io_uring` ([`crate::conn::uring`]), one kernel entry per batch.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +35,29 @@ use crate::conn::uring::{UringError, UringSender};
 
 /// Most deliveries a second the node's fan-outs may make for one to write through.
 pub const MAX_RATE: u64 = 120_000;
+
+/// Most threads one write-through fan-out is spread over.
+pub const MAX_LANES: usize = 4;
+
+/// Fewest recipients a lane of a write-through takes: starting a thread costs about as much as
+/// ten sends, so below a few milliseconds of work another lane gains nothing worth its cost.
+pub const MIN_PER_LANE: usize = 1024;
+
+/// How many threads a write-through to `recipients` connections uses: one per core this
+/// thread may run on now (a node pinned to one core uses one), at most [`MAX_LANES`], each
+/// with at least [`MIN_PER_LANE`] recipients.
+pub fn lanes(recipients: usize) -> usize {
+    let by_size = recipients / MIN_PER_LANE;
+    if by_size < 2 {
+        return 1;
+    }
+    cores().min(MAX_LANES).min(by_size)
+}
+
+/// Cores this thread may run on (affinity and cgroup quota), at least one.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
 
 /// The rate's window.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -128,12 +158,14 @@ impl WriteThrough {
 }
 
 /// The sender `send_path` asks for: `io_uring` when probed working (`auto` falls back to
-/// `sendmsg` with a log line, `uring` refuses to start without it).
+/// `sendmsg` with a log line, `uring` refuses to start without it), with a ring for each lane
+/// a fan-out may use on this machine.
 pub fn sender_for(path: SendPath) -> Result<Option<UringSender>, UringError> {
+    let rings = cores().min(MAX_LANES);
     match path {
         SendPath::Sendmsg => Ok(None),
-        SendPath::Uring => UringSender::probe().map(Some),
-        SendPath::Auto => match UringSender::probe() {
+        SendPath::Uring => UringSender::probe(rings).map(Some),
+        SendPath::Auto => match UringSender::probe(rings) {
             Ok(u) => Ok(Some(u)),
             Err(e) => {
                 tracing::info!(error = %e, "send_path = \"auto\": write-through fan-outs use sendmsg");
@@ -185,6 +217,15 @@ mod tests {
         assert_eq!(r.estimate(start + WINDOW + WINDOW / 2), 500);
         // Two windows later, nothing.
         assert_eq!(r.estimate(start + WINDOW * 4), 0);
+    }
+
+    #[test]
+    fn lanes_grow_with_recipients_up_to_the_cores() {
+        assert_eq!(lanes(0), 1);
+        assert_eq!(lanes(2 * MIN_PER_LANE - 1), 1, "too few for two lanes");
+        let most = cores().min(MAX_LANES);
+        assert_eq!(lanes(2 * MIN_PER_LANE), most.min(2));
+        assert_eq!(lanes(1_000_000), most);
     }
 
     #[test]
