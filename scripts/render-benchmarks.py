@@ -1401,6 +1401,50 @@ the publisher — the ~10 ms per broadcast above — and whose time is not the n
 This is loopback's shape (the receivers' network processing runs on the sender's core); with
 clients on other machines it does not arise. Next: count `ksoftirqd` in bench-compare's CPU, and
 measure smaller batches or `"sendmsg"` as the default before keeping io_uring as `"auto"`.
+
+Second session, 2026-12-03 (same Intel Xeon machine), commit 6f91fb4: two changes, then
+`BENCH_OUT=/tmp/final SERVERS="gangway gangway-sendmsg reference nchan-1 nchan-2" B_RUNS=3
+scripts/bench-compare.sh` (not a full bench-all, so the generated table above is still the morning's).
+- bench-compare's CPU now counts `ksoftirqd`: the load tool reads the `ksoftirqd/N` threads'
+  ticks over the same window (`softirq_cpu_secs` in its JSON) and the tables use server +
+  `ksoftirqd` per delivery. The io_uring node's B runs had 0.67–0.77 s of `ksoftirqd` time each
+  (0.7 µs per delivery), `sendmsg`'s and the reference's 0.08–0.11 s.
+- A write-through of 2 048 recipients or more is spread over the cores the node may use (scoped
+  threads, a ring each, ≥ 1 024 recipients a lane; a pinned node writes on one).
+
+| Server | A: deliveries/s | A: CPU µs/delivery | B: p50 / p99 ms | B: CPU µs/delivery | Bp: p50 / p99 ms | Bp: CPU µs/delivery |
+|---|---|---|---|---|---|---|
+| **Gangway** (auto = io_uring) | 459 839 | 2.17 | 53.6 / 111.3 | 8.29 | 49.3 / 99.4 | 8.19 |
+| Gangway, sendmsg | 406 157 | 2.39 | 49.3 / 106.5 | 9.39 | 50.1 / 111.8 | 9.25 |
+| raw reference | 208 836 | 4.31 | 43.5 / 116.2 | 8.10 | 40.8 / 91.8 | 7.85 |
+| nchan, 1 worker | 227 543 | 3.29 | 43.1 / 109.8 | 9.19 | 46.8 / 114.2 | 9.96 |
+| nchan, 2 workers | 247 241 | 3.14 | 55.6 / 136.8 | 10.15 | 47.4 / 113.5 | 9.97 |
+
+No message lost. Gangway against the reference: B p50 1.23×, p99 0.96×, CPU 1.02×; pinned p50
+1.21×, p99 1.08×, CPU 1.04×. CPU against the better nchan: 0.90× (pinned 0.82×) — met, now with
+`ksoftirqd` counted; p99 met unpinned; p50 missed in both sets. An earlier run the same hour
+(`B_RUNS=2`, gangway, sendmsg and the reference only): B 44.2 / 89.5 ms at 7.29 µs against
+42.5 / 106.2 at 7.84; Bp 55.7 / 178.7 at 9.34 against 37.7 / 82.2 at 6.68 — the spread between
+runs of the same build is as large as the gaps. Spreading a fan-out over two threads did not
+shorten it much unpinned: the broadcast request still took 86–94 ms, because the two cores are
+already busy during each burst (the node's ~80 ms of CPU per broadcast, the two load processes
+reading 10 000 messages, and the receivers' softirq work), so there is no idle core to win.
+
+Where the remaining time goes (`perf record -g`, 10 s of a pinned 10 000 × 5/s run, `sendmsg`
+node against the reference, same window, same deliveries): 14 878 samples against 10 340. Of the
+difference, 80 % is kernel time in the same functions the reference runs, each costlier for the
+node — `sock_def_readable` → `_raw_spin_unlock_irqrestore` (waking the receiving load process:
+in this VM the cross-core wake-up costs a VM exit, and it is paid whenever the receiver had gone
+idle) +1 070, `__inet_lookup_established` +332, `fdget` +281 (the multi-threaded process pays the
+file's reference count), `__ip_queue_xmit`, `__tcp_transmit_skb`, `tcp_current_mss`,
+`tcp_established_options` +100 each — the pattern of cache misses: the node touches its own
+per-connection state (connection, outbox lock, socket `Arc`: `FanOutState::push` 616 and
+`TcpStream::as_fd` 454 samples, nearly all waiting on memory) between kernel sends, and evicts
+the sockets' kernel state the reference finds warm. Sorting the recipients by address (allocation
+order) before writing was measured in six alternating pinned pairs and left out: no consistent
+change (CPU 8.36–9.23 µs sorted, 8.33–10.50 unsorted). What would still move it: keeping each
+connection's write-through state (descriptor, lock, flags) in one dense array the loop walks
+instead of behind three pointers, and registered files for the ring (no `fdget`).
 """
 
 
