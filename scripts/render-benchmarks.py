@@ -1397,7 +1397,8 @@ What the node waits on (found last, same machine, a pinned 10 000 × 5/s run of 
 work than the kernel runs inline, so it defers it to `ksoftirqd`, which then shares the core with
 the publisher — the ~10 ms per broadcast above — and whose time is not the node's: the
 `/proc/PID/stat` CPU per delivery undercounts the io_uring path by about 0.8 µs (320 ms over
-400 000 deliveries). Counted in, io_uring's CPU saving on loopback is within noise of `sendmsg`.
+400 000 deliveries). Counted in, io_uring's CPU saving on loopback shrank to within noise of
+`sendmsg` in that 8-s run (the rerun below, with `ksoftirqd` counted in every run, measured 12 %).
 This is loopback's shape (the receivers' network processing runs on the sender's core); with
 clients on other machines it does not arise. Next: count `ksoftirqd` in bench-compare's CPU, and
 measure smaller batches or `"sendmsg"` as the default before keeping io_uring as `"auto"`.
