@@ -132,6 +132,10 @@ pub enum BrokerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The heartbeat's thread or runtime could not be started (the system is out of threads
+    /// or memory).
+    #[error("cannot start the cluster heartbeat's thread: {0}")]
+    Lifeline(std::io::Error),
     /// `[limits] send_path = "uring"`, and this kernel cannot do it.
     #[error("[limits] send_path = \"uring\": {0} (use \"auto\" to fall back to sendmsg)")]
     SendPath(#[from] UringError),

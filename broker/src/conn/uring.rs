@@ -54,24 +54,25 @@ impl UringSender {
     /// Sets up `rings` rings (at least one: one per thread that may send at once) and checks
     /// that they can send: the runtime probe behind `send_path = "auto"`.
     pub fn probe(rings: usize) -> Result<Self, UringError> {
-        let mut built = Vec::with_capacity(rings.max(1));
-        for _ in 0..rings.max(1) {
-            let ring = IoUring::builder()
+        let build = || {
+            IoUring::builder()
                 .setup_cqsize(2 * BATCH as u32)
                 .build(BATCH as u32)
-                .map_err(UringError::Unavailable)?;
-            built.push(Mutex::new(Some(ring)));
-        }
+                .map_err(UringError::Unavailable)
+        };
+        let first = build()?;
         let mut probe = Probe::new();
-        if let Some(Ok(ring)) = built.first().map(Mutex::lock) {
-            if let Some(ring) = ring.as_ref() {
-                ring.submitter()
-                    .register_probe(&mut probe)
-                    .map_err(UringError::Unavailable)?;
-            }
-        }
+        first
+            .submitter()
+            .register_probe(&mut probe)
+            .map_err(UringError::Unavailable)?;
         if !probe.is_supported(opcode::Send::CODE) {
             return Err(UringError::NoSend);
+        }
+        let mut built = Vec::with_capacity(rings.max(1));
+        built.push(Mutex::new(Some(first)));
+        for _ in 1..rings.max(1) {
+            built.push(Mutex::new(Some(build()?)));
         }
         Ok(UringSender {
             rings: built,

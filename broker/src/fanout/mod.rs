@@ -354,13 +354,10 @@ impl<'a> FanOutState<'a> {
     /// A fresh count for a share of this fan-out's recipients (see [`FanOutState::merge`]).
     fn lane(&self) -> Self {
         FanOutState {
-            state: self.state,
             frame: self.frame.clone(),
-            exclude: self.exclude,
-            write_through: self.write_through,
-            now_ms: self.now_ms,
             written_through: 0,
             out: FanOut::default(),
+            ..*self
         }
     }
 
