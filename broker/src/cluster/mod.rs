@@ -29,6 +29,7 @@ mod fence;
 mod history;
 mod inbox;
 mod keys;
+mod lifeline;
 mod link;
 mod membership;
 mod reaper;
@@ -180,8 +181,8 @@ pub(crate) struct Cluster {
     witness: std::sync::OnceLock<(String, Arc<dyn PeerWitness>)>,
     /// Every task the cluster starts.
     tasks: TaskTracker,
-    /// The node's runtime: where every task the cluster starts runs, but the heartbeat's and
-    /// the fence watch's (see [`Cluster::start_lifeline`]).
+    /// The node's runtime: where every task the cluster starts runs, but the heartbeat and the
+    /// fence watch (see [`lifeline`]).
     runtime: tokio::runtime::Handle,
     /// Cancelled when the node leaves: every task stops.
     stop: CancellationToken,
@@ -235,15 +236,21 @@ impl Cluster {
             response: settings.beat_timeout(),
             max_delay: (settings.heartbeat / 2).min(two),
         };
-        let (redis, beat) = match settings.mode {
-            RedisMode::Standalone => (
-                RedisLink::single(&settings.redis_url, ca, Some(push), main)?,
-                RedisLink::single(&settings.redis_url, ca, None::<NoPush>, beats)?,
-            ),
-            RedisMode::Cluster => (
-                RedisLink::sharded(&seeds, ca, Some(push), main)?,
-                RedisLink::sharded(&seeds, ca, None::<NoPush>, beats)?,
-            ),
+        let redis = match settings.mode {
+            RedisMode::Standalone => RedisLink::single(&settings.redis_url, ca, Some(push), main)?,
+            RedisMode::Cluster => RedisLink::sharded(&seeds, ca, Some(push), main)?,
+        };
+        let lifeline = lifeline::Lifeline::spawn("gangway-heartbeat")?;
+        let beat = {
+            // Made inside the heartbeat's runtime, so the link's own tasks (reconnecting
+            // included) run there too (see `Cluster::start_lifeline`).
+            let _inside = lifeline.enter();
+            match settings.mode {
+                RedisMode::Standalone => {
+                    RedisLink::single(&settings.redis_url, ca, None::<NoPush>, beats)?
+                }
+                RedisMode::Cluster => RedisLink::sharded(&seeds, ca, None::<NoPush>, beats)?,
+            }
         };
         let cluster = Arc::new(Cluster {
             tag: state.node_tag,
@@ -270,7 +277,7 @@ impl Cluster {
         });
         cluster.spawn(inbox::read(Arc::clone(state), Arc::clone(&cluster), rx));
         cluster.spawn(reaper::run(Arc::clone(state), Arc::clone(&cluster)));
-        cluster.start_lifeline(state)?;
+        cluster.start_lifeline(state, lifeline);
         Ok(cluster)
     }
 
@@ -293,33 +300,18 @@ impl Cluster {
         }
     }
 
-    /// Starts the heartbeat and the fence watch on a thread and a one-thread runtime of their
-    /// own, with the heartbeat's Redis link (connected there, on first use). On the node's
-    /// runtime they waited in its run queue behind every runnable connection task at each of a
-    /// beat's Redis round trips: a storm of 10 000 handshakes/s over five nodes on two cores
-    /// (`scripts/bench-95k.sh`) held beats back past the fencing decision, and every node
-    /// fenced — closing every client, which would then reconnect in another storm. Apart, a
-    /// beat waits only for Redis and for a core. What they start (a rejoin) runs on the node's
-    /// runtime ([`Cluster::spawn`]).
-    fn start_lifeline(self: &Arc<Self>, state: &Arc<NodeState>) -> Result<(), BrokerError> {
-        let lifeline = self.tasks.track_future(self.stoppable({
-            let (state, cluster) = (Arc::clone(state), Arc::clone(self));
-            async move {
-                tokio::join!(
-                    membership::heartbeat(Arc::clone(&state), Arc::clone(&cluster)),
-                    fence::watch(state, cluster),
-                );
-            }
+    /// Starts the heartbeat and the fence watch on the lifeline (a thread and runtime of their
+    /// own, see [`lifeline`]), where the heartbeat's Redis link was made. What they start (a
+    /// rejoin) runs on the node's runtime ([`Cluster::spawn`]).
+    fn start_lifeline(self: &Arc<Self>, state: &Arc<NodeState>, lifeline: lifeline::Lifeline) {
+        let (state, cluster) = (Arc::clone(state), Arc::clone(self));
+        let task = self.tasks.track_future(self.stoppable(async move {
+            tokio::join!(
+                membership::heartbeat(Arc::clone(&state), Arc::clone(&cluster)),
+                fence::watch(state, cluster),
+            );
         }));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(BrokerError::Lifeline)?;
-        std::thread::Builder::new()
-            .name("gangway-heartbeat".into())
-            .spawn(move || runtime.block_on(lifeline))
-            .map_err(BrokerError::Lifeline)?;
-        Ok(())
+        lifeline.run(task.boxed());
     }
 
     /// The lease bookkeeping (never held across an await).
