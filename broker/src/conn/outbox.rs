@@ -17,6 +17,8 @@
 //! it next.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -102,6 +104,10 @@ impl Sent {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    /// The attached socket's descriptor, else -1. Changed only under `state`'s lock, so exact
+    /// while it is held (a batch of write-throughs reads it there without visiting the socket's
+    /// own allocation); read without the lock it is only a hint (see [`Outbox::fd_hint`]).
+    fd: AtomicI32,
 }
 
 impl Default for Outbox {
@@ -116,6 +122,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
+            fd: AtomicI32::new(-1),
         }
     }
 
@@ -229,7 +236,17 @@ impl Outbox {
 
     /// Lets write-through reach `socket` (the session calls this once it runs).
     pub(crate) fn attach(&self, socket: Arc<TcpStream>) {
-        self.lock().socket = Some(socket);
+        let fd = socket.as_raw_fd();
+        let mut s = self.lock();
+        s.socket = Some(socket);
+        self.fd.store(fd, Ordering::Relaxed);
+    }
+
+    /// The socket's descriptor while one is attached, else -1, read without the lock: a hint
+    /// for ordering a fan-out's writes (see [`crate::fanout::write_through`]), which may be
+    /// stale by the time anything is written and is never written to.
+    pub(crate) fn fd_hint(&self) -> RawFd {
+        self.fd.load(Ordering::Relaxed)
     }
 
     /// Tungstenite may hold bytes to send (it owes a pong): no write-through until
@@ -301,6 +318,7 @@ impl Outbox {
         s.closed = true;
         s.held = true;
         s.socket = None;
+        self.fd.store(-1, Ordering::Relaxed);
         let n = s.frames.len() + usize::from(s.partial.take().is_some());
         s.frames = VecDeque::new();
         s.bytes = 0;
@@ -336,6 +354,13 @@ impl WriteSlot<'_> {
     /// for an outbox with a socket).
     pub(crate) fn socket(&self) -> Option<&TcpStream> {
         self.state.socket.as_deref()
+    }
+
+    /// The socket's descriptor, open while the slot lives (read from the outbox, not the
+    /// socket's allocation; -1 only if there were no socket, which a slot never lacks: a send
+    /// to it would fail with `EBADF` and the frame queue).
+    pub(crate) fn fd(&self) -> RawFd {
+        self.outbox.fd.load(Ordering::Relaxed)
     }
 
     /// Records what the socket took of `frame`: all of it (written), part (the rest is
@@ -470,6 +495,34 @@ mod tests {
         assert_eq!(o.hold_for_write(), Some(Bytes::from_static(b"tail")));
         assert_eq!(o.hold_for_write(), None);
         assert_eq!(o.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_descriptor_is_known_while_a_socket_is_attached_and_forgotten_at_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_client, (server, _)) = (client.expect("connect"), accepted.expect("accept"));
+        let fd = server.as_raw_fd();
+        let o = Outbox::new();
+        assert_eq!(o.fd_hint(), -1, "no socket yet");
+        assert!(
+            o.try_write_slot().is_none(),
+            "no write-through without a socket"
+        );
+        o.attach(Arc::new(server));
+        assert_eq!(o.fd_hint(), fd);
+        let slot = o
+            .try_write_slot()
+            .expect("an idle attached outbox takes a write-through");
+        assert_eq!(slot.fd(), fd);
+        assert_eq!(slot.socket().map(|s| s.as_raw_fd()), Some(fd));
+        drop(slot);
+        o.close();
+        assert_eq!(o.fd_hint(), -1, "a closed outbox names no descriptor");
+        assert!(o.try_write_slot().is_none());
     }
 
     #[test]

@@ -16,7 +16,6 @@ pub mod join_leave;
 pub mod recovery;
 pub mod write_through;
 
-use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -86,9 +85,14 @@ fn fan_out_frame(
     if write_through {
         // Writing takes microseconds per recipient: do it outside the map's shard locks, which
         // subscribes and new connections (on runtime workers) must not wait for. The list is
-        // bounded by `write_through_max_recipients`.
-        let mut recipients: Vec<Arc<Connection>> = Vec::with_capacity(count);
-        for_each_recipient(state, audience, |c| recipients.push(Arc::clone(c)));
+        // bounded by `write_through_max_recipients`. It is written in descriptor order (see
+        // `write_through`'s "Order"), not the map's.
+        let mut by_fd: Vec<(i32, Arc<Connection>)> = Vec::with_capacity(count);
+        for_each_recipient(state, audience, |c| {
+            by_fd.push((c.outbox.fd_hint(), Arc::clone(c)))
+        });
+        by_fd.sort_unstable_by_key(|r| r.0);
+        let recipients: Vec<Arc<Connection>> = by_fd.into_iter().map(|r| r.1).collect();
         fan.write_in_lanes(&recipients);
     } else {
         for_each_recipient(state, audience, |c| fan.push(c));
@@ -457,9 +461,7 @@ impl<'a> FanOutState<'a> {
             }
             match conn.outbox.try_write_slot() {
                 Some(slot) => {
-                    // A slot always has a socket; -1 would only make the kernel refuse (EBADF),
-                    // and the frame would queue.
-                    fds.push(slot.socket().map_or(-1, |s| s.as_raw_fd()));
+                    fds.push(slot.fd());
                     slots.push((conn, slot));
                 }
                 None => busy.push(conn),

@@ -22,6 +22,15 @@
 //! connection is in one share, and the fan-out ends only when every share is written, so each
 //! connection still sees its frames in publish order.
 //!
+//! Order: a write-through writes to its recipients in the order of their sockets' descriptors,
+//! not the (hashed) order the registry or a channel holds them in. The kernel hands out the
+//! lowest free descriptor, so that is roughly the order the connections came in — the order
+//! the kernel allocated each socket's file, socket and TCP state (and the peer's, on loopback)
+//! in, and the order of the descriptor table itself. Walking them in sequence lets the caches
+//! and prefetchers work where hashed order jumps at random through tens of megabytes of kernel
+//! memory: on a 10 000-recipient broadcast this cut the node's CPU per delivery by 12-15 % and
+//! its delivery latency by about as much (BENCHMARKS.md), for the price of sorting the list.
+//!
 //! How the writes reach the sockets is `[limits] send_path`: one `send` per socket, or batches
 //! of sends through `io_uring` ([`crate::conn::uring`]), one kernel entry per batch.
 
