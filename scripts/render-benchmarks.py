@@ -1472,6 +1472,33 @@ reference's single loop stays ahead of the node, and neither send path is consis
 there. So the sparse target is met unpinned on both AMD runs and missed on the Intel one, and
 missed pinned on two of three; the per-recipient walk measured by `perf` above is still the
 lever.
+
+Fourth session, 2026-12-03, on a 2-vCPU Intel Xeon machine (faster than the earlier Intel one:
+about 4.3 µs per delivery instead of 8–10): recipients in descriptor order (commit 0ac4580). A
+write-through now sorts its copy of the recipients by socket descriptor before writing
+(`Outbox::fd_hint`; the outbox also keeps the descriptor so a batch does not read it from the
+socket's allocation). The kernel hands out the lowest free descriptor, so this is about the order
+the clients connected in and the order the kernel allocated their files, sockets and TCP state
+in — the order the reference writes in, since it keeps its sockets in accept order. `perf` of a
+pinned run before the change (`perf record -F 1999 -g -p PID`, 10 s): 4 181 samples against the
+reference's 3 578, the node's user time lower than the reference's (272 against 436 samples) and
+its kernel time higher in the functions that first touch a socket's memory (`fget` 275 against
+`fdget` 189, `sock_sendmsg` 182 against `__sys_sendto` 107, `__inet_lookup_established` 261
+against 158). Sorting by the node's own allocation (the earlier attempt) did not order the
+kernel's memory; sorting by descriptor does. Alternating pairs before and after, one B run each
+(`scripts/bench-sparse-pair.sh OLD NEW`, which now does this; here by hand with the same
+commands), p50 / p99 ms and CPU µs per delivery with `ksoftirqd`:
+- pinned, io_uring: before 39.9/79.2 4.78, 34.7/75.3 4.91, 40.2/80.2 4.58, 36.1/80.7 4.93,
+  39.4/79.1 4.80; after 35.3/70.4 3.87, 31.3/69.6 4.16, 34.3/71.0 3.99, 33.0/70.3 4.27,
+  35.5/72.8 4.22 — 5 of 5 pairs better, about −11 % p50, −11 % p99, −13 % CPU;
+- pinned, `sendmsg`: before 38.1/80.4 5.36, 38.3/74.6 5.44; after 33.2/70.5 4.69, 32.8/70.0 4.76;
+  the reference in the same window 34.7/70.9 4.39, 32.5/70.5 4.57;
+- unpinned, io_uring: before 33.2/59.8 5.09, 32.4/60.0 5.11; after 29.6/54.1 4.44, 29.3/54.4
+  4.48; the reference 31.1/68.8 5.07, 30.6/69.3 5.08.
+Then the full `scripts/bench-all.sh` whose results are this file's generated sections: B met on
+every column (p50 0.96×, p99 0.77× the reference, CPU 0.67× the better nchan), Bp met on p50
+(0.99×) and CPU (0.63×) and missed on p99 by 2.1 ms (74.9 against 72.8 ms, 1.03×; the three
+runs 72.7–77.4 against the reference's 70.1–75.0, inside each other's spread).
 """
 
 
