@@ -8,11 +8,15 @@ use dashmap::DashMap;
 
 use crate::conn::connection::Connection;
 use crate::conn::id::ConnectionId;
+use crate::conn::ordered::{self, Kept, Ordered};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Registry {
     map: DashMap<ConnectionId, Arc<Connection>>,
+    /// Every connection in descriptor order, while none came or went (for write-through
+    /// broadcasts).
+    ordered: Kept,
 }
 
 impl Registry {
@@ -24,11 +28,23 @@ impl Registry {
     /// Adds an open connection.
     pub fn insert(&self, conn: Arc<Connection>) {
         self.map.insert(conn.id, conn);
+        self.ordered.changed();
     }
 
     /// Removes a connection that ended.
     pub fn remove(&self, id: &ConnectionId) -> Option<Arc<Connection>> {
-        self.map.remove(id).map(|(_, c)| c)
+        let removed = self.map.remove(id).map(|(_, c)| c);
+        if removed.is_some() {
+            self.ordered.changed();
+        }
+        removed
+    }
+
+    /// Every open connection, in socket-descriptor order (see [`crate::conn::ordered`]): the
+    /// list kept since the last connection came or went, or a new one.
+    pub fn ordered(&self) -> Ordered {
+        self.ordered
+            .get_or_build(|| ordered::by_descriptor(self.map.iter().map(|e| Arc::clone(e.value()))))
     }
 
     /// The record of an open connection.

@@ -10,12 +10,14 @@
 //! (and is removed by it) or is refused.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::conn::connection::Connection;
 use crate::conn::id::ConnectionId;
+use crate::conn::ordered::{self, Ordered};
 
 pub use crate::config::channels::validate_channel_name as validate_name;
 
@@ -51,10 +53,31 @@ pub struct Removed {
     pub emptied: Vec<Arc<str>>,
 }
 
+/// One channel's local subscribers.
+#[derive(Debug, Default)]
+struct Members {
+    conns: HashMap<ConnectionId, Arc<Connection>>,
+    /// Stamped (from [`Channels::stamps`], unique across channels) at every change.
+    stamp: u64,
+    /// `conns` in descriptor order, kept for write-through fan-outs until the next change
+    /// (see [`crate::conn::ordered`]).
+    ordered: Option<Ordered>,
+}
+
+impl Members {
+    /// Records a change; returns the kept list it invalidates, to be dropped outside the lock.
+    fn changed(&mut self, stamp: u64) -> Option<Ordered> {
+        self.stamp = stamp;
+        self.ordered.take()
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Channels {
-    map: DashMap<Arc<str>, HashMap<ConnectionId, Arc<Connection>>>,
+    map: DashMap<Arc<str>, Members>,
+    /// Source of [`Members::stamp`].
+    stamps: AtomicU64,
 }
 
 impl Channels {
@@ -86,10 +109,13 @@ impl Channels {
             Some(entry) => Arc::clone(entry.key()),
             None => Arc::from(name),
         };
-        self.map
-            .entry(Arc::clone(&key))
-            .or_default()
-            .insert(conn.id, Arc::clone(conn));
+        let stamp = self.next_stamp();
+        let stale = {
+            let mut members = self.map.entry(Arc::clone(&key)).or_default();
+            members.conns.insert(conn.id, Arc::clone(conn));
+            members.changed(stamp)
+        };
+        drop(stale);
         list.push(key);
         Ok(true)
     }
@@ -120,30 +146,66 @@ impl Channels {
         }
     }
 
+    fn next_stamp(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Removes one member; true when the channel became empty.
     fn remove_member(&self, name: &str, id: &ConnectionId) -> bool {
+        let stamp = self.next_stamp();
+        let mut emptied = false;
+        // Whatever the change lets go of (a kept list, the channel's record) is dropped after
+        // the shard's lock: it may hold thousands of references.
+        let mut stale = None;
+        let mut gone = None;
         if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.map.entry(Arc::from(name)) {
-            e.get_mut().remove(id);
-            if e.get().is_empty() {
-                e.remove();
-                return true;
+            let members = e.get_mut();
+            members.conns.remove(id);
+            stale = members.changed(stamp);
+            if members.conns.is_empty() {
+                gone = Some(e.remove());
+                emptied = true;
             }
         }
-        false
+        drop((stale, gone));
+        emptied
     }
 
     /// Calls `f` for every subscriber of `name`, holding only that channel's shard.
     pub fn for_each_subscriber(&self, name: &str, mut f: impl FnMut(&Arc<Connection>)) {
         if let Some(subs) = self.map.get(name) {
-            for conn in subs.values() {
+            for conn in subs.conns.values() {
                 f(conn);
             }
         }
     }
 
+    /// The subscribers of `name` in socket-descriptor order (see [`crate::conn::ordered`]):
+    /// the list kept since the channel last changed, or a new one, kept unless the channel
+    /// changed meanwhile. The channel's shard is held only to copy its members or store
+    /// the list.
+    pub fn ordered_subscribers(&self, name: &str) -> Ordered {
+        let (stamp, conns) = match self.map.get(name) {
+            None => return Arc::from([]),
+            Some(m) => {
+                if let Some(list) = &m.ordered {
+                    return Arc::clone(list);
+                }
+                (m.stamp, m.conns.values().cloned().collect::<Vec<_>>())
+            }
+        };
+        let list = ordered::by_descriptor(conns);
+        if let Some(mut m) = self.map.get_mut(name) {
+            if m.stamp == stamp {
+                m.ordered = Some(Arc::clone(&list));
+            }
+        }
+        list
+    }
+
     /// Local subscribers of `name`.
     pub fn subscriber_count(&self, name: &str) -> usize {
-        self.map.get(name).map(|s| s.len()).unwrap_or(0)
+        self.map.get(name).map(|s| s.conns.len()).unwrap_or(0)
     }
 
     /// Channels with at least one local subscriber.
@@ -198,6 +260,34 @@ mod tests {
         assert_eq!(removed.emptied.len(), 2);
         assert_eq!(ch.channel_count(), 0);
         assert_eq!(ch.subscribe("r", &a, 10), Err(SubscribeError::Closed));
+    }
+
+    #[test]
+    fn a_channels_ordered_list_is_kept_until_its_members_change() {
+        let ch = Channels::new();
+        let (a, b) = (conn(), conn());
+        assert!(ch.ordered_subscribers("r").is_empty(), "no such channel");
+        assert_eq!(ch.subscribe("r", &a, 10), Ok(true));
+        let first = ch.ordered_subscribers("r");
+        assert_eq!(first.len(), 1);
+        assert!(Arc::ptr_eq(&first, &ch.ordered_subscribers("r")), "kept");
+        // Another channel's change leaves it alone.
+        assert_eq!(ch.subscribe("s", &b, 10), Ok(true));
+        assert!(Arc::ptr_eq(&first, &ch.ordered_subscribers("r")));
+        assert_eq!(ch.subscribe("r", &b, 10), Ok(true));
+        let second = ch.ordered_subscribers("r");
+        assert_eq!(second.len(), 2, "a subscribe drops the kept list");
+        assert!(ch.unsubscribe("r", &b));
+        assert_eq!(
+            ch.ordered_subscribers("r").len(),
+            1,
+            "so does an unsubscribe"
+        );
+        drop((first, second));
+        a.outbox.close();
+        ch.remove_connection(&a);
+        assert!(ch.ordered_subscribers("r").is_empty());
+        assert_eq!(Arc::strong_count(&a), 1, "nothing kept holds a gone member");
     }
 
     #[test]

@@ -84,15 +84,14 @@ fn fan_out_frame(
     let mut fan = FanOutState::new(state, frame, exclude, write_through);
     if write_through {
         // Writing takes microseconds per recipient: do it outside the map's shard locks, which
-        // subscribes and new connections (on runtime workers) must not wait for. The list is
-        // bounded by `write_through_max_recipients`. It is written in descriptor order (see
-        // `write_through`'s "Order"), not the map's.
-        let mut by_fd: Vec<(i32, Arc<Connection>)> = Vec::with_capacity(count);
-        for_each_recipient(state, audience, |c| {
-            by_fd.push((c.outbox.fd_hint(), Arc::clone(c)))
-        });
-        by_fd.sort_unstable_by_key(|r| r.0);
-        let recipients: Vec<Arc<Connection>> = by_fd.into_iter().map(|r| r.1).collect();
+        // subscribes and new connections (on runtime workers) must not wait for. The list
+        // (bounded by `write_through_max_recipients`) is in descriptor order (see
+        // `write_through`'s "Order"), and kept for the next fan-out to the same audience while
+        // it does not change.
+        let recipients = match audience {
+            Audience::Channel(name) => state.channels.ordered_subscribers(name),
+            Audience::Everyone => state.registry.ordered(),
+        };
         fan.write_in_lanes(&recipients);
     } else {
         for_each_recipient(state, audience, |c| fan.push(c));
