@@ -29,7 +29,8 @@
 //! in, and the order of the descriptor table itself. Walking them in sequence lets the caches
 //! and prefetchers work where hashed order jumps at random through tens of megabytes of kernel
 //! memory: on a 10 000-recipient broadcast this cut the node's CPU per delivery by 12-15 % and
-//! its delivery latency by about as much (BENCHMARKS.md), for the price of sorting the list.
+//! its delivery latency by about as much (BENCHMARKS.md). The sorted list is kept until the
+//! audience changes ([`crate::conn::ordered`]), so a steady audience sorts it once.
 //!
 //! How the writes reach the sockets is `[limits] send_path`: one `send` per socket, or batches
 //! of sends through `io_uring` ([`crate::conn::uring`]), one kernel entry per batch.
