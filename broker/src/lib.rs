@@ -171,6 +171,17 @@ pub(crate) fn test_connection(state: &NodeState) -> Arc<conn::connection::Connec
     c
 }
 
+/// A connected loopback TCP pair for unit tests: (the client's end, the server's end).
+#[cfg(test)]
+pub(crate) async fn test_socket_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    (client.expect("connect"), accepted.expect("accept").0)
+}
+
 impl Broker {
     /// Builds a node from a validated config. Generates the node id when the config has none. With
     /// `[cluster] redis_url` it joins the cluster, and must then be called inside a tokio

@@ -91,16 +91,12 @@ mod tests {
 
     #[tokio::test]
     async fn connections_come_in_descriptor_order_whatever_order_they_are_given_in() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let mut clients = Vec::new();
         let mut sockets = Vec::new();
         for _ in 0..5 {
-            let (c, a) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-            clients.push(c.expect("connect"));
-            sockets.push(a.expect("accept").0);
+            let (client, server) = crate::test_socket_pair().await;
+            clients.push(client);
+            sockets.push(server);
         }
         let conns: Vec<Arc<Connection>> = (0..6).map(|_| conn()).collect();
         // Attach in reverse descriptor order; the last connection gets no socket.

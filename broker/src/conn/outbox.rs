@@ -499,12 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_descriptor_is_known_while_a_socket_is_attached_and_forgotten_at_close() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (_client, (server, _)) = (client.expect("connect"), accepted.expect("accept"));
+        let (_client, server) = crate::test_socket_pair().await;
         let fd = server.as_raw_fd();
         let o = Outbox::new();
         assert_eq!(o.fd_hint(), -1, "no socket yet");
